@@ -1,0 +1,80 @@
+"""Test-control endpoints under `/_emulator/` (no auth): config, clock, reset, logs, stats."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from emulator.clock import rfc3339
+from emulator.state import EmulatorState
+
+
+def _state(request: Request) -> EmulatorState:
+    state: EmulatorState = request.app.state.emulator
+    return state
+
+
+def _bad(message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=400)
+
+
+async def _json_object(request: Request) -> dict[str, Any] | None:
+    body = await request.body()
+    if not body:
+        return {}
+    try:
+        value = await request.json()
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+async def get_config(request: Request) -> Response:
+    return JSONResponse(_state(request).config.model_dump(mode="json"))
+
+
+async def put_config(request: Request) -> Response:
+    patch = await _json_object(request)
+    if patch is None:
+        return _bad("body must be a JSON object")
+    try:
+        config = _state(request).configure(patch)
+    except ValidationError as exc:
+        return _bad(str(exc))
+    return JSONResponse(config.model_dump(mode="json"))
+
+
+async def advance(request: Request) -> Response:
+    body = await _json_object(request)
+    seconds = (body or {}).get("seconds")
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+        return _bad('body must be {"seconds": <non-negative number>}')
+    return JSONResponse({"now": rfc3339(_state(request).advance(float(seconds)))})
+
+
+async def reset(request: Request) -> Response:
+    _state(request).reset()
+    return JSONResponse({"reset": True})
+
+
+async def creates(request: Request) -> Response:
+    return JSONResponse({"creates": _state(request).creates()})
+
+
+async def stats(request: Request) -> Response:
+    return JSONResponse(_state(request).stats())
+
+
+def admin_routes() -> list[BaseRoute]:
+    return [
+        Route("/_emulator/config", get_config, methods=["GET"]),
+        Route("/_emulator/config", put_config, methods=["PUT"]),
+        Route("/_emulator/advance", advance, methods=["POST"]),
+        Route("/_emulator/reset", reset, methods=["POST"]),
+        Route("/_emulator/creates", creates, methods=["GET"]),
+        Route("/_emulator/stats", stats, methods=["GET"]),
+    ]

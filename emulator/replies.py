@@ -1,0 +1,107 @@
+"""Deterministic replies: the Message and usage for params, and the four JSONL result lines.
+
+Text and usage are pure functions of the params (plus config), so costs are checkable.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from emulator.config import UsageOverride
+from emulator.errors import error_envelope
+from emulator.outcomes import CacheUse, Plan
+from emulator.prompt import input_token_estimate
+
+ServiceTier = Literal["standard", "batch"]
+
+_LABELS = (
+    "Acknowledged.",
+    "Here is a concise answer.",
+    "Summary: the text makes one main point.",
+    "The request was processed as asked.",
+    "Done; nothing further to add.",
+)
+
+
+def natural_output_tokens(params_hash: str) -> int:
+    """What the "model" would write before hitting max_tokens: 20–59 tokens."""
+    return 20 + int(params_hash[:8], 16) % 40
+
+
+def usage_for(
+    params: dict[str, Any],
+    params_hash: str,
+    cache: CacheUse | None,
+    override: UsageOverride | None,
+    tier: ServiceTier,
+) -> tuple[dict[str, Any], bool]:
+    """`usage` of a succeeded message and whether max_tokens capped the output.
+
+    Total prompt tokens = input + cache writes + cache reads, as the API counts them.
+    """
+    if override is not None:
+        fresh, natural = override.input_tokens, override.output_tokens
+        written, read = override.cache_creation_input_tokens, override.cache_read_input_tokens
+        ttl = "5m"
+    else:
+        total = input_token_estimate(params)
+        cached = min(cache.tokens, total) if cache is not None else 0
+        fresh, natural = total - cached, natural_output_tokens(params_hash)
+        written = cached if cache is not None and cache.write else 0
+        read = cached - written
+        ttl = cache.ttl if cache is not None else "5m"
+    max_tokens = int(params["max_tokens"])
+    usage = {
+        "input_tokens": fresh,
+        "output_tokens": min(natural, max_tokens),
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": read,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": written if ttl == "5m" else 0,
+            "ephemeral_1h_input_tokens": written if ttl == "1h" else 0,
+        },
+        "service_tier": tier,
+        "inference_geo": "not_available",
+    }
+    return usage, natural > max_tokens
+
+
+def reply_message(
+    params: dict[str, Any],
+    params_hash: str,
+    message_id: str,
+    usage: dict[str, Any],
+    capped: bool,
+) -> dict[str, Any]:
+    """A full Messages API response; stop_reason is max_tokens when the output was capped."""
+    seed = int(params_hash[:8], 16)
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": params["model"],
+        "content": [
+            {
+                "type": "text",
+                "text": f"{_LABELS[seed % len(_LABELS)]} [emulated {params_hash[:8]}]",
+                "citations": None,
+            }
+        ],
+        "stop_reason": "max_tokens" if capped else "end_turn",
+        "stop_sequence": None,
+        "usage": usage,
+    }
+
+
+def succeeded_line(custom_id: str, message: dict[str, Any]) -> dict[str, Any]:
+    return {"custom_id": custom_id, "result": {"type": "succeeded", "message": message}}
+
+
+def errored_line(custom_id: str, plan: Plan, request_id: str | None) -> dict[str, Any]:
+    details = {"error_visibility": "user_facing"}
+    error = error_envelope(plan.error_type or "api_error", plan.message or "", request_id, details)
+    return {"custom_id": custom_id, "result": {"type": "errored", "error": error}}
+
+
+def bare_line(custom_id: str, kind: Literal["canceled", "expired"]) -> dict[str, Any]:
+    return {"custom_id": custom_id, "result": {"type": kind}}

@@ -1,0 +1,137 @@
+"""The emulator's whole mutable state and the batch operations on it (HTTP-free)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from emulator import ids
+from emulator.clock import Clock
+from emulator.config import EmulatorConfig
+from emulator.errors import invalid_request, not_found
+from emulator.faults import FaultBook
+from emulator.lifecycle import Batch, batch_json
+from emulator.outcomes import Planner, prepare
+from emulator.prompt import cache_prefix, canonical_json, sha256_hex
+from emulator.replies import reply_message, usage_for
+from emulator.results import result_chunks
+from emulator.store import Store
+from emulator.validation import check_params, parse_create_body, parse_json
+
+OPERATIONS = ("create", "retrieve", "list", "cancel", "delete", "results", "messages")
+
+
+class EmulatorState:
+    """Config, clock, batches, planner, fault counters and call statistics."""
+
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        self.initial_config = config or EmulatorConfig()
+        self.config = self.initial_config.model_copy(deep=True)
+        self.clock = Clock(self.config.time_scale)
+        self._fresh()
+
+    def _fresh(self) -> None:
+        self.store = Store()
+        self.planner = Planner()
+        self.faults = FaultBook()
+        self.calls: Counter[str] = Counter()
+
+    def now(self) -> float:
+        return self.clock.now(self.config.time_scale)
+
+    def advance(self, seconds: float) -> float:
+        self.clock.now(self.config.time_scale)  # apply a pending scale change first
+        return self.clock.advance(seconds)
+
+    def configure(self, patch: dict[str, Any]) -> EmulatorConfig:
+        """Validated partial update; untouched fields keep their objects (fault counts survive)."""
+        validated = EmulatorConfig.model_validate({**self.config.model_dump(), **patch})
+        self.config = self.config.model_copy(update={k: getattr(validated, k) for k in patch})
+        return self.config
+
+    def reset(self, config: EmulatorConfig | None = None) -> None:
+        """Forget batches, the create log, counters and clock offset; optionally swap config."""
+        with self.store.lock:
+            if config is not None:
+                self.config = config.model_copy(deep=True)
+            self.clock.reset_offset()
+            self._fresh()
+
+    def create(self, raw: bytes, api_version: str) -> Batch:
+        config = self.config
+        items = parse_create_body(raw, config.max_requests)
+        prepared = [prepare(cid, params, config.models, api_version) for cid, params in items]
+        with self.store.lock:
+            plans = [self.planner.plan(item, config.outcome_rules) for item in prepared]
+            batch = Batch(
+                id=ids.batch_id(),
+                created_at=self.now(),
+                processing_seconds=config.processing_seconds,
+                api_version=api_version,
+                custom_ids=[item.custom_id for item in prepared],
+                params=[item.params for item in prepared],
+                hashes=[item.params_hash for item in prepared],
+                plans=plans,
+                usage_override=config.usage_override,
+            )
+            self.store.add(batch)
+        return batch
+
+    def cancel(self, batch_id: str) -> Batch:
+        with self.store.lock:
+            batch = self.store.get(batch_id)
+            now = self.now()
+            status = batch.status(now)
+            if status == "ended":
+                raise invalid_request(
+                    f"Message Batch {batch_id} has already ended and cannot be canceled."
+                )
+            if status == "in_progress":
+                batch.cancel_at = now
+                batch.cancel_seconds = self.config.cancel_seconds
+        return batch
+
+    def delete(self, batch_id: str) -> None:
+        with self.store.lock:
+            batch = self.store.get(batch_id)
+            if batch.status(self.now()) != "ended":
+                raise invalid_request(
+                    "In progress batches cannot be deleted. Consider canceling the batch instead."
+                )
+            self.store.remove(batch_id)
+
+    def results(self, batch_id: str) -> Iterator[bytes]:
+        """Raise 404 now if there is nothing to download; otherwise a lazy chunk iterator."""
+        batch = self.store.get(batch_id)
+        now = self.now()
+        if batch.status(now) != "ended" or now >= batch.archives_at:
+            raise not_found(f"Message Batch {batch_id} has no available results.")
+        return result_chunks(batch, self.config.shuffle_results)
+
+    def message(self, raw: bytes, api_version: str) -> dict[str, Any]:
+        """A synchronous Messages API reply (service tier standard)."""
+        params = parse_json(raw)
+        if not isinstance(params, dict):
+            raise invalid_request("Input should be a valid dictionary")
+        check_params(params, self.config.models, api_version, batch=False)
+        canonical = canonical_json(params)
+        digest = sha256_hex(canonical)
+        with self.store.lock:
+            cache = self.planner.cache_use(cache_prefix(params, canonical))
+        usage, capped = usage_for(params, digest, cache, self.config.usage_override, "standard")
+        return reply_message(params, digest, ids.message_id(), usage, capped)
+
+    def batch_json(self, batch: Batch, base_url: str) -> dict[str, Any]:
+        incremental = self.config.counts_mode == "incremental"
+        return batch_json(batch, self.now(), incremental, base_url)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "calls": {op: self.calls.get(op, 0) for op in OPERATIONS},
+            "faults_remaining": self.faults.remaining(self.config.faults),
+        }
+
+    def creates(self) -> list[dict[str, Any]]:
+        with self.store.lock:
+            return [record.to_json() for record in self.store.creates]

@@ -1,0 +1,152 @@
+"""Request validation: synchronous checks of a create body, and the deferred `params` checks.
+
+Messages mimic the real API's pydantic-style wording (spec §4).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from emulator.errors import ApiError, invalid_request, not_found
+
+CUSTOM_ID_PATTERN = "^[a-zA-Z0-9_-]{1,64}$"
+_CUSTOM_ID_RE = re.compile(r"[a-zA-Z0-9_-]+")
+_ITEM_KEYS = frozenset({"custom_id", "params"})
+_REMOVED_IN_2026 = ("temperature", "top_p", "top_k")
+
+Item = tuple[str, dict[str, Any]]
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise invalid_request(f"The request body is not valid JSON: {exc}") from None
+
+
+def parse_create_body(raw: bytes, max_requests: int) -> list[Item]:
+    """Validate a create body and return its (custom_id, params) pairs; raise ApiError (400)."""
+    body = parse_json(raw)
+    if not isinstance(body, dict):
+        raise invalid_request("Input should be a valid dictionary")
+    for key in body:
+        if key != "requests":
+            raise invalid_request(f"{key}: Extra inputs are not permitted")
+    if "requests" not in body:
+        raise invalid_request("requests: Field required")
+    requests = body["requests"]
+    if not isinstance(requests, list):
+        raise invalid_request("requests: Input should be a valid list")
+    if not requests:
+        raise invalid_request("requests: List should have at least 1 item after validation, not 0")
+    if len(requests) > max_requests:
+        raise invalid_request(
+            f"requests: List should have at most {max_requests} items after validation, "
+            f"not {len(requests)}"
+        )
+    items = [_item(index, item) for index, item in enumerate(requests)]
+    _check_unique(items)
+    return items
+
+
+def _item(index: int, item: Any) -> Item:
+    where = f"requests.{index}"
+    if not isinstance(item, dict):
+        raise invalid_request(f"{where}: Input should be a valid dictionary")
+    custom_id = _custom_id(where, item)
+    if "params" not in item:
+        raise invalid_request(f"{where}.params: Field required")
+    params = item["params"]
+    if not isinstance(params, dict):
+        raise invalid_request(f"{where}.params: Input should be a valid dictionary")
+    for key in item:
+        if key not in _ITEM_KEYS:
+            raise invalid_request(f"{where}.{key}: Extra inputs are not permitted")
+    return custom_id, params
+
+
+def _custom_id(where: str, item: dict[str, Any]) -> str:
+    if "custom_id" not in item:
+        raise invalid_request(f"{where}.custom_id: Field required")
+    custom_id = item["custom_id"]
+    if not isinstance(custom_id, str):
+        raise invalid_request(f"{where}.custom_id: Input should be a valid string")
+    if not custom_id:
+        raise invalid_request(f"{where}.custom_id: String should have at least 1 character")
+    if len(custom_id) > 64:
+        raise invalid_request(f"{where}.custom_id: String should have at most 64 characters")
+    if not _CUSTOM_ID_RE.fullmatch(custom_id):
+        raise invalid_request(
+            f"{where}.custom_id: String should match pattern '{CUSTOM_ID_PATTERN}'"
+        )
+    return custom_id
+
+
+def _check_unique(items: list[Item]) -> None:
+    seen: set[str] = set()
+    for custom_id, _ in items:
+        if custom_id in seen:
+            raise invalid_request(
+                "requests: custom_id's must be unique within a batch. "
+                f"Duplicate custom_id found: {custom_id}"
+            )
+        seen.add(custom_id)
+
+
+def check_params(
+    params: dict[str, Any], models: dict[str, int], api_version: str, *, batch: bool
+) -> None:
+    """Validate Messages params as the API does after accepting a batch; raise ApiError."""
+    for field in ("model", "max_tokens", "messages"):
+        if field not in params:
+            raise invalid_request(f"{field}: Field required")
+    if params.get("stream") is True:
+        where = "the Message Batches API" if batch else "this emulator"
+        raise invalid_request(f'"stream=True" is not supported in {where}')
+    if batch and "speed" in params:
+        raise invalid_request("speed: fast mode is not supported in the Message Batches API")
+    if api_version == "2026-10-21":
+        for field in _REMOVED_IN_2026:
+            if field in params:
+                raise invalid_request(f"{field}: Extra inputs are not permitted")
+    _check_types(params)
+    _check_model(params["model"], params["max_tokens"], models)
+
+
+def _check_types(params: dict[str, Any]) -> None:
+    if not isinstance(params["model"], str):
+        raise invalid_request("model: Input should be a valid string")
+    max_tokens = params["max_tokens"]
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
+        raise invalid_request("max_tokens: Input should be a valid integer")
+    if max_tokens < 1:
+        raise invalid_request("max_tokens: must be greater than or equal to 1")
+    messages = params["messages"]
+    if not isinstance(messages, list):
+        raise invalid_request("messages: Input should be a valid list")
+    if not messages:
+        raise invalid_request("messages: at least one message is required")
+
+
+def _check_model(model: str, max_tokens: int, models: dict[str, int]) -> None:
+    if model not in models:
+        raise not_found(f"model: {model}")
+    limit = models[model]
+    if max_tokens > limit:
+        raise invalid_request(
+            f"max_tokens: {max_tokens} > {limit}, which is the maximum allowed number of "
+            f"output tokens for {model}"
+        )
+
+
+def params_problem(
+    params: dict[str, Any], models: dict[str, int], api_version: str
+) -> ApiError | None:
+    """The deferred validation error of one batch request, or None if it is valid."""
+    try:
+        check_params(params, models, api_version, batch=True)
+    except ApiError as exc:
+        return exc
+    return None

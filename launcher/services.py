@@ -1,0 +1,85 @@
+"""Starts the four services as child processes and waits until each is ready."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVICES = ("intake", "batcher", "poller", "notifier")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Service:
+    name: str
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", f"services.{self.name}"], cwd=ROOT,
+            env={**os.environ, **self.env, "METRICS_PORT": str(self.port)},
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1):
+                    return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.1)  # poll interval while the process boots
+        raise RuntimeError(f"{self.name} not ready after {timeout}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/metrics"
+
+
+@dataclass
+class Pipeline:
+    """The four services sharing one environment."""
+
+    env: dict[str, str]
+    log_dir: Path
+    services: dict[str, Service] = field(default_factory=dict)
+
+    def start(self) -> "Pipeline":
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for name in SERVICES:
+            service = Service(name, free_port(), self.env, self.log_dir / f"{name}.log")
+            service.start()
+            self.services[name] = service
+        for service in self.services.values():
+            service.wait_ready()
+        return self
+
+    def stop(self) -> None:
+        for service in self.services.values():
+            service.stop()

@@ -1,0 +1,1 @@
+"""The four batchbus services: intake, batcher, poller, notifier."""

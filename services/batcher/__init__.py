@@ -1,0 +1,1 @@
+"""Batcher: groups accepted tasks into batches and submits them, write-ahead."""

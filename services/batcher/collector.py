@@ -1,0 +1,159 @@
+"""The batcher's loop: pull accepted task attempts, hold them, flush by count, bytes or time."""
+
+import asyncio
+import logging
+from time import monotonic
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
+from pydantic import ValidationError
+
+from services.batcher.batching import FlushPolicy, FlushReason, PendingBatch, custom_id, request_bytes
+from services.batcher.settings import BatcherSettings
+from services.batcher.submission import CreateRefused, Pending, Submitter
+from shared import kv as records
+from shared import subjects
+from shared.metrics import Metrics
+from shared.models import AcceptedTask, BatchEvent, BatchRecord
+from shared.publishing import publish_event
+
+log = logging.getLogger("batchbus.batcher")
+
+# Held messages are kept alive with in_progress(); a crashed batcher's come back after this.
+ACK_WAIT_SECONDS = 300.0
+
+
+class Collector:
+    def __init__(self, js: JetStreamContext, submitter: Submitter, settings: BatcherSettings,
+                 metrics: Metrics) -> None:
+        self.js = js
+        self.submitter = submitter
+        self.settings = settings
+        self.metrics = metrics
+        self.pending: PendingBatch[Pending] = PendingBatch(FlushPolicy(
+            settings.max_requests, settings.max_bytes, settings.max_wait_seconds))
+        self.held: set[int] = set()  # stream seqs in `pending`
+        self.skip: set[int] = set()  # seqs already in a recorded batch but not yet acked
+        self.refusals = 0
+        self.last_heartbeat = monotonic()
+
+    async def run(self) -> None:
+        await self.recover()
+        psub = await self.js.pull_subscribe(
+            subjects.ACCEPTED_ALL, durable=subjects.DURABLE_BATCHER,
+            stream=subjects.STREAM_INTERNAL,
+            config=ConsumerConfig(ack_wait=ACK_WAIT_SECONDS, max_deliver=-1,
+                                  max_ack_pending=self.settings.max_requests
+                                  + 2 * self.settings.fetch_batch))
+        while True:
+            left = self.pending.time_left(monotonic())
+            timeout = 1.0 if left is None else min(1.0, max(0.01, left))
+            try:
+                for msg in await psub.fetch(batch=self.settings.fetch_batch, timeout=timeout):
+                    await self.take(msg)
+            except nats.errors.TimeoutError:
+                pass
+            reason = self.pending.flush_reason(monotonic())
+            if reason is not None:
+                await self.flush(reason)
+            await self.heartbeat()
+            self._observe()
+
+    async def take(self, msg: Msg) -> None:
+        seq = msg.metadata.sequence.stream
+        if seq in self.skip:  # its batch exists already: never submit it twice
+            self.skip.discard(seq)
+            await msg.ack()
+            return
+        if seq in self.held:
+            return  # a redelivery of a message we still hold
+        try:
+            task = AcceptedTask.model_validate_json(msg.data)
+        except ValidationError:
+            log.error("unreadable internal message at seq %s; terminating it", seq)
+            await msg.term()
+            return
+        cid = custom_id(task.tenant, task.task_id, task.attempt)
+        item = Pending(msg, task, cid, request_bytes({"custom_id": cid, "params": task.params}))
+        if not self.pending.fits(item.size):
+            await self.flush("bytes")
+        self.pending.add(item, item.size, monotonic())
+        self.held.add(seq)
+        if self.pending.flush_reason(monotonic()) == "count":
+            await self.flush("count")
+
+    async def flush(self, reason: FlushReason) -> None:
+        size = self.pending.bytes
+        items = self.pending.take()
+        self.held.clear()
+        try:
+            record = await self.submitter.submit(items, size)
+        except CreateRefused as refused:
+            await self._back_off(items, refused.delay)
+            return
+        self.refusals = 0
+        self.metrics.flushes.labels(reason).inc()
+        await self._announce(record)
+        await self._ack(items, record)
+
+    async def recover(self) -> None:
+        """Settles what a previous run left between intent and ack."""
+        for record in await records.all_records(self.submitter.batches):
+            if record.state == "intent":
+                batch = await self.submitter.resolve(record)
+                if batch is None:
+                    await self.submitter.forget(record)
+                    continue
+                record = await self.submitter.record(record, batch)
+                await self._announce(record)
+            if not record.acked:
+                manifest = await records.get_manifest(self.submitter.manifests, record.intent_id)
+                self.skip.update(entry.accepted_seq for entry in manifest)
+        if self.skip:
+            log.info("recovered %d submitted but unacknowledged task attempts", len(self.skip))
+
+    async def heartbeat(self) -> None:
+        if monotonic() - self.last_heartbeat < ACK_WAIT_SECONDS / 4:
+            return
+        self.last_heartbeat = monotonic()
+        for item in self.pending.items:
+            await item.msg.in_progress()
+
+    async def _back_off(self, items: list[Pending], retry_after: float | None) -> None:
+        """The API is busy: the tasks go back to the stream and wait; none is dropped."""
+        self.refusals += 1
+        delay = min(self.settings.retry_max_delay_seconds,
+                    self.settings.retry_delay_seconds * 2 ** (self.refusals - 1))
+        delay = max(delay, retry_after or 0.0)
+        await asyncio.gather(*(item.msg.nak(delay=delay) for item in items))
+        log.warning("create refused %d time(s); %d tasks retry in %.1fs",
+                    self.refusals, len(items), delay)
+        await asyncio.sleep(delay)
+
+    async def _announce(self, record: BatchRecord) -> None:
+        assert record.batch_id is not None
+        await publish_event(self.js, BatchEvent(
+            batch_id=record.batch_id, event="submitted", processing_status="in_progress",
+            request_counts={"processing": record.requests, "succeeded": 0, "errored": 0,
+                            "canceled": 0, "expired": 0},
+            created_at=record.created_at))
+
+    async def _ack(self, items: list[Pending], record: BatchRecord) -> None:
+        outcomes = await asyncio.gather(*(i.msg.ack_sync(timeout=5.0) for i in items),
+                                        return_exceptions=True)
+        failed = [i.seq for i, o in zip(items, outcomes, strict=True) if isinstance(o, Exception)]
+        if failed:
+            # Their batch is recorded: if they come back, ack them instead of resubmitting.
+            self.skip.update(failed)
+            log.warning("%d acks of batch %s failed; guarding them", len(failed), record.batch_id)
+            return
+        await records.transition(self.submitter.batches, record.intent_id,
+                                 lambda r: r.model_copy(update={"acked": True}))
+
+    def _observe(self) -> None:
+        self.metrics.pending_tasks.set(len(self.pending.items))
+        left = self.pending.time_left(monotonic())
+        age = 0.0 if left is None else self.settings.max_wait_seconds - left
+        self.metrics.oldest_pending_age.set(age)

@@ -1,0 +1,27 @@
+"""Batcher settings (BATCHER_*); limits above the API's are refused at start-up."""
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.settings import AnthropicSettings, HttpSettings, NatsSettings
+
+API_MAX_REQUESTS = 100_000
+API_MAX_BYTES = 256 * 1000 * 1000
+
+
+class BatcherSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BATCHER_", extra="ignore")
+
+    max_requests: int = Field(API_MAX_REQUESTS, ge=1, le=API_MAX_REQUESTS)
+    # Below the API's 256 MB so a proxy's framing can never push a batch over it.
+    max_bytes: int = Field(200 * 1000 * 1000, ge=2 << 20, le=API_MAX_BYTES)
+    max_wait_seconds: float = Field(120.0, gt=0)
+    fetch_batch: int = Field(1000, ge=1)
+    # After a create whose outcome is unknown, wait this long before listing batches.
+    doubt_settle_seconds: float = Field(30.0, ge=0)
+    # Back-off after the API refused a create (429, 529, 5xx...), doubled up to the max.
+    retry_delay_seconds: float = Field(5.0, gt=0)
+    retry_max_delay_seconds: float = Field(300.0, gt=0)
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    anthropic: AnthropicSettings = Field(default_factory=AnthropicSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)

@@ -1,0 +1,1 @@
+"""Intake: validates and deduplicates tasks, passes accepted ones to the batcher."""

@@ -1,0 +1,86 @@
+"""Intake: validate each task, claim its (tenant, task_id), pass it on or reject it."""
+
+import logging
+from typing import Literal
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from services.intake.validation import Limits, Rejection, validate_task
+from shared import subjects
+from shared.metrics import Metrics
+from shared.models import AcceptedTask, ErrorInfo, Result
+from shared.publishing import publish_result
+
+log = logging.getLogger("batchbus.intake")
+
+Claim = Literal["new", "redelivered", "duplicate"]
+
+
+class TaskIntake:
+    def __init__(self, js: JetStreamContext, task_ids: KeyValue, limits: Limits,
+                 metrics: Metrics) -> None:
+        self.js = js
+        self.task_ids = task_ids
+        self.limits = limits
+        self.metrics = metrics
+
+    async def handle_safely(self, msg: Msg) -> None:
+        try:
+            await self.handle(msg)
+        except Exception:
+            # Not acked: retried after a pause, never dropped and never terminated.
+            log.exception("task at stream seq %s failed; retrying", msg.metadata.sequence.stream)
+            await msg.nak(delay=2.0)
+
+    async def handle(self, msg: Msg) -> None:
+        """Handles one task message; acks only once its effect is stored."""
+        self.metrics.tasks_received.inc()
+        seq = msg.metadata.sequence.stream
+        tenant = subjects.tenant_of_task_subject(msg.subject)
+        outcome = validate_task(msg.data, self.limits)
+        if tenant is None:
+            await self._reject(subjects.INVALID_TENANT, seq, _bad_tenant(msg.subject, outcome))
+        elif isinstance(outcome, Rejection):
+            await self._reject(tenant, seq, outcome)
+        elif await self._claim(tenant, outcome.task_id, seq) == "duplicate":
+            self.metrics.tasks_deduplicated.inc()
+        else:
+            await self._accept(AcceptedTask(
+                tenant=tenant, task_id=outcome.task_id, params=outcome.params,
+                metadata=outcome.metadata, published_at=msg.metadata.timestamp))
+        await msg.ack()
+
+    async def _accept(self, task: AcceptedTask) -> None:
+        await self.js.publish(
+            subjects.accepted(task.tenant), task.model_dump_json().encode(),
+            stream=subjects.STREAM_INTERNAL,
+            headers={subjects.MSG_ID: subjects.accepted_msg_id(task.tenant, task.task_id, 1)})
+        self.metrics.tasks_accepted.inc()
+
+    async def _claim(self, tenant: str, task_id: str, seq: int) -> Claim:
+        """First task message with this id wins; its own redelivery still passes."""
+        key = subjects.task_key(tenant, task_id)
+        try:
+            await self.task_ids.create(key, str(seq).encode())
+            return "new"
+        except KeyWrongLastSequenceError:
+            entry = await self.task_ids.get(key)
+            return "redelivered" if entry.value == str(seq).encode() else "duplicate"
+
+    async def _reject(self, tenant: str, seq: int, rejection: Rejection) -> None:
+        task_id = rejection.task_id or f"invalid-{seq}"
+        result = Result(task_id=task_id, tenant=tenant, status="rejected",
+                        error=ErrorInfo(type="invalid_task", message=rejection.message))
+        if await publish_result(self.js, result, subjects.rejected_msg_id(tenant, seq)):
+            self.metrics.tasks_rejected.labels(rejection.reason).inc()
+            self.metrics.results.labels("rejected").inc()
+        log.info("rejected task %s of %s: %s", task_id, tenant, rejection.message)
+
+
+def _bad_tenant(subject: str, outcome: object) -> Rejection:
+    return Rejection("bad_tenant", f"subject {subject[:120]!r} is not batchbus.tasks.<tenant> "
+                     f"with a tenant matching {subjects.TOKEN_PATTERN}",
+                     getattr(outcome, "task_id", None))

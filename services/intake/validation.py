@@ -1,0 +1,94 @@
+"""Pure validation of a raw task message: a Task, or a Rejection with a clear reason."""
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared import subjects
+from shared.models import Task
+
+REQUIRED_PARAMS = ("model", "max_tokens", "messages")
+TASK_FIELDS = frozenset(Task.model_fields)
+
+
+@dataclass(frozen=True)
+class Limits:
+    allowed_models: frozenset[str] | None  # None: any model
+    max_tokens: int
+    max_task_bytes: int
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str  # a short code, used as a metric label
+    message: str  # what the user reads
+    task_id: str | None = None
+
+
+def validate_task(data: bytes, limits: Limits) -> Task | Rejection:
+    try:
+        raw = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        return Rejection("malformed_json", f"task is not valid JSON: {_short(exc)}")
+    if not isinstance(raw, dict):
+        return Rejection("not_an_object", f"task must be a JSON object, got {_kind(raw)}")
+    task_id = raw.get("task_id")
+    if not isinstance(task_id, str) or not subjects.is_token(task_id):
+        return Rejection("bad_task_id", "task_id is missing or does not match "
+                         f"{subjects.TOKEN_PATTERN}: {_short(task_id)}")
+    rejection = _check_shape(raw, len(data), limits) or _check_params(raw.get("params"), limits)
+    if rejection is not None:
+        return Rejection(rejection.reason, rejection.message, task_id)
+    try:
+        return Task.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return Rejection("bad_field", f"{where}: {first['msg']}", task_id)
+
+
+def _check_shape(raw: dict[str, Any], size: int, limits: Limits) -> Rejection | None:
+    if size > limits.max_task_bytes:
+        return Rejection("too_large", f"task is {size} bytes, above the limit of "
+                         f"{limits.max_task_bytes} bytes")
+    unknown = sorted(set(raw) - TASK_FIELDS)
+    if unknown:
+        return Rejection("unknown_field", f"unknown task field(s): {', '.join(unknown)}; "
+                         f"allowed: {', '.join(sorted(TASK_FIELDS))}")
+    return None
+
+
+def _check_params(params: Any, limits: Limits) -> Rejection | None:
+    if not isinstance(params, dict):
+        return Rejection("bad_params", "params must be a Messages API request body (an object)")
+    missing = [name for name in REQUIRED_PARAMS if name not in params]
+    if missing:
+        return Rejection("missing_field", f"params is missing {', '.join(missing)}")
+    model, max_tokens, messages = (params[name] for name in REQUIRED_PARAMS)
+    if not isinstance(model, str) or not model:
+        return Rejection("bad_model", "params.model must be a non-empty string")
+    if limits.allowed_models is not None and model not in limits.allowed_models:
+        return Rejection("model_not_allowed", f"model {model!r} is not allowed here; allowed: "
+                         f"{', '.join(sorted(limits.allowed_models))}")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        return Rejection("bad_max_tokens", "params.max_tokens must be an integer >= 1")
+    if max_tokens > limits.max_tokens:
+        return Rejection("max_tokens_too_large", f"params.max_tokens {max_tokens} is above "
+                         f"the limit of {limits.max_tokens}")
+    if not isinstance(messages, list) or not messages:
+        return Rejection("bad_messages", "params.messages must be a non-empty list")
+    if params.get("stream", False) is not False:
+        return Rejection("stream_not_supported", "params.stream must be false or absent: "
+                         "batches do not stream")
+    return None
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -1,0 +1,1 @@
+"""Notifier: reads ended batches' results, publishes one final result per task, retries."""

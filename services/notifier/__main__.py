@@ -1,0 +1,4 @@
+from services.notifier.app import app, settings
+from shared.app import run
+
+run(app, settings.http, default_port=9104)

@@ -1,0 +1,74 @@
+"""Pure result handling: classify one result line and build the task's final Result."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.models import ErrorInfo, ManifestEntry, Result, Status, Usage
+from shared.pricing import PriceTable, TokenCounts
+
+# Error types worth another attempt as they are; any other error is the request's own fault.
+TRANSIENT_ERRORS = frozenset({"api_error", "overloaded_error", "rate_limit_error",
+                              "timeout_error"})
+
+
+@dataclass(frozen=True)
+class Final:
+    status: Status
+    message: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+
+
+@dataclass(frozen=True)
+class Retry:
+    reason: str  # low-cardinality: the error type, "expired" or "canceled"
+
+
+def classify(result: dict[str, Any], attempt: int, max_attempts: int) -> Final | Retry:
+    """Decides a result line's fate; `result` is the line's `result` object."""
+    kind = result.get("type")
+    if kind == "succeeded":
+        return Final("succeeded", message=result.get("message") or {})
+    if kind == "errored":
+        inner = (result.get("error") or {}).get("error") or {}
+        error = ErrorInfo(type=str(inner.get("type", "api_error")),
+                          message=str(inner.get("message", "")))
+        if error.type in TRANSIENT_ERRORS and attempt < max_attempts:
+            return Retry(error.type)
+        return Final("errored", error=error)
+    if kind == "expired":
+        if attempt < max_attempts:
+            return Retry("expired")
+        return Final("expired", error=ErrorInfo(
+            type="expired", message=f"the batch expired before the request ran ({attempt} "
+            "attempt(s))"))
+    if kind == "canceled":
+        return Final("canceled", error=ErrorInfo(type="canceled", message="the batch was canceled"))
+    return Final("errored", error=ErrorInfo(type="api_error",
+                                            message=f"unknown result type {kind!r}"))
+
+
+def missing_result() -> dict[str, Any]:
+    """What a request that is absent from its batch's results counts as: a transient error."""
+    return {"type": "errored", "error": {"type": "error", "error": {
+        "type": "api_error", "message": "the batch's results had no line for this request"}}}
+
+
+def build_result(entry: ManifestEntry, final: Final, batch_id: str,
+                 prices: PriceTable) -> Result:
+    usage = cost = None
+    if final.message is not None:
+        raw_usage = final.message.get("usage") or {}
+        tokens = TokenCounts.from_usage(raw_usage)
+        usage = Usage(input_tokens=tokens.input, output_tokens=tokens.output,
+                      cache_creation_input_tokens=tokens.cache_write_5m + tokens.cache_write_1h,
+                      cache_read_input_tokens=tokens.cache_read)
+        cost = prices.cost(entry.model, tokens)
+    return Result(task_id=entry.task_id, tenant=entry.tenant, status=final.status,
+                  message=final.message, error=final.error, usage=usage, cost=cost,
+                  batch_id=batch_id, route="batch", attempts=entry.attempt,
+                  metadata=entry.metadata)
+
+
+def latency_seconds(entry: ManifestEntry, now: datetime) -> float:
+    return max(0.0, (now - entry.published_at).total_seconds())

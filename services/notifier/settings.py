@@ -1,0 +1,15 @@
+"""Notifier settings (NOTIFIER_*)."""
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.settings import AnthropicSettings, HttpSettings, NatsSettings
+
+
+class NotifierSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NOTIFIER_", extra="ignore")
+
+    max_attempts: int = Field(3, ge=1, le=20)
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    anthropic: AnthropicSettings = Field(default_factory=AnthropicSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)

@@ -1,0 +1,1 @@
+"""Poller: tracks every submitted batch until it ends, then hands it to the notifier."""

@@ -1,0 +1,16 @@
+"""Poller settings (POLLER_*)."""
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.settings import AnthropicSettings, HttpSettings, NatsSettings
+
+
+class PollerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POLLER_", extra="ignore")
+
+    interval_seconds: float = Field(10.0, gt=0)
+    max_interval_seconds: float = Field(300.0, gt=0)
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    anthropic: AnthropicSettings = Field(default_factory=AnthropicSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)

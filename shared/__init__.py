@@ -1,0 +1,1 @@
+"""Code shared by the four batchbus services: contracts, names, settings, NATS setup."""

@@ -1,0 +1,23 @@
+"""Builds the NATS broker every service uses, with Prometheus middleware and quiet logs."""
+
+import logging
+
+from faststream.nats import NatsBroker
+from faststream.nats.prometheus import NatsPrometheusMiddleware
+from prometheus_client import CollectorRegistry
+
+from shared.settings import NatsSettings
+
+
+def make_broker(name: str, settings: NatsSettings, registry: CollectorRegistry) -> NatsBroker:
+    return NatsBroker(
+        settings.servers,
+        name=f"batchbus-{name}",
+        middlewares=[NatsPrometheusMiddleware(registry=registry, app_name=name)],
+        # faststream logs every message at the broker's level; DEBUG keeps that out of
+        # INFO logs, which otherwise halve throughput.
+        log_level=logging.DEBUG,
+        # Reconnect for ever: a NATS restart must not stop a service.
+        max_reconnect_attempts=-1,
+        graceful_timeout=15.0,
+    )

@@ -1,0 +1,80 @@
+"""Typed compare-and-set access to the `batches` bucket and the manifest store."""
+
+import logging
+from collections.abc import Callable, Iterable
+
+from nats.js.errors import (
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+    NotFoundError,
+)
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from shared.models import BatchRecord, ManifestEntry
+
+log = logging.getLogger("batchbus.kv")
+
+
+async def read_record(kv: KeyValue, key: str) -> tuple[BatchRecord, int] | None:
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError:
+        return None
+    if entry.value is None:
+        return None
+    return BatchRecord.model_validate_json(entry.value), entry.revision or 0
+
+
+async def transition(kv: KeyValue, key: str,
+                     change: Callable[[BatchRecord], BatchRecord | None]) -> BatchRecord | None:
+    """Applies `change` to the stored record with compare-and-set, re-reading on conflict.
+
+    `change` returns None to leave the record as it is. Returns the stored record, or None
+    when the key does not exist.
+    """
+    while True:
+        found = await read_record(kv, key)
+        if found is None:
+            return None
+        record, revision = found
+        new = change(record)
+        if new is None or new == record:
+            return record
+        try:
+            await kv.update(key, new.model_dump_json().encode(), last=revision)
+            return new
+        except KeyWrongLastSequenceError:
+            log.debug("record %s changed under us; re-reading", key)
+
+
+async def all_records(kv: KeyValue) -> list[BatchRecord]:
+    try:
+        keys = await kv.keys()
+    except NoKeysError:
+        return []
+    records = []
+    for key in keys:
+        found = await read_record(kv, key)
+        if found is not None:
+            records.append(found[0])
+    return records
+
+
+async def put_manifest(store: ObjectStore, name: str, entries: Iterable[ManifestEntry]) -> None:
+    data = b"".join(e.model_dump_json().encode() + b"\n" for e in entries)
+    await store.put(name, data)
+
+
+async def get_manifest(store: ObjectStore, name: str) -> list[ManifestEntry]:
+    result = await store.get(name)
+    data = result.data or b""
+    return [ManifestEntry.model_validate_json(line) for line in data.splitlines() if line]
+
+
+async def delete_manifest(store: ObjectStore, name: str) -> None:
+    try:
+        await store.delete(name)
+    except NotFoundError:
+        pass

@@ -1,0 +1,121 @@
+"""Message contracts: the public Task, Result and BatchEvent, and internal messages."""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Status = Literal["succeeded", "errored", "expired", "canceled", "rejected"]
+Route = Literal["auto", "batch", "realtime"]
+
+
+class Task(BaseModel):
+    """What a user publishes on `batchbus.tasks.<tenant>`; `params` passes through untouched."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: str
+    params: dict[str, Any]
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    deadline: datetime | None = None
+    route: Route = "auto"
+    webhook: str | None = None
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+
+class Cost(BaseModel):
+    batch_usd: float
+    realtime_usd: float
+    saved_usd: float
+
+
+class ErrorInfo(BaseModel):
+    type: str
+    message: str
+
+
+class Result(BaseModel):
+    """The one final result of a task, on `batchbus.results.<tenant>.<task_id>`."""
+
+    task_id: str
+    tenant: str
+    status: Status
+    message: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+    usage: Usage | None = None
+    cost: Cost | None = None
+    batch_id: str | None = None
+    route: Literal["batch", "realtime"] | None = None
+    attempts: int = 0
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class BatchEvent(BaseModel):
+    """Lifecycle of one batch, on `batchbus.events.batches.<batch_id>`."""
+
+    batch_id: str
+    event: Literal["submitted", "progress", "ended"]
+    processing_status: str
+    request_counts: dict[str, int]
+    created_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class _Internal(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AcceptedTask(_Internal):
+    """A validated task attempt waiting for a batch (intake or a retry -> batcher)."""
+
+    tenant: str
+    task_id: str
+    attempt: int = 1
+    params: dict[str, Any]
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    published_at: datetime
+
+
+class ManifestEntry(_Internal):
+    """Maps one `custom_id` of a batch back to the task attempt it carries."""
+
+    custom_id: str
+    tenant: str
+    task_id: str
+    attempt: int
+    model: str
+    metadata: dict[str, Any]
+    published_at: datetime
+    accepted_seq: int
+
+
+BatchState = Literal["intent", "submitted", "ended"]
+
+
+class BatchRecord(_Internal):
+    """Write-ahead state of one batch, kept in KV from before the create until delivery."""
+
+    intent_id: str
+    state: BatchState
+    requests: int
+    bytes: int
+    intent_at: datetime
+    batch_id: str | None = None
+    created_at: datetime | None = None
+    expires_at: datetime | None = None
+    ended_at: datetime | None = None
+    # True once every task message of the batch is acknowledged to NATS.
+    acked: bool = False
+
+
+class BatchEnded(_Internal):
+    """Poller -> notifier: this batch has ended and its results can be read."""
+
+    intent_id: str
+    batch_id: str

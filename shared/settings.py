@@ -1,0 +1,38 @@
+"""Settings every service shares, read from the environment (composed, never inherited)."""
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class NatsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NATS_", extra="ignore")
+
+    url: str = "nats://127.0.0.1:4222"  # comma separated for a cluster
+    results_max_age_seconds: float = 7 * 24 * 3600
+    # A retried attempt reads its task back from the internal stream, so keep it past 24 h.
+    internal_max_age_seconds: float = 8 * 24 * 3600
+    task_ids_ttl_seconds: float = 7 * 24 * 3600
+    replicas: int = Field(1, ge=1, le=5)
+
+    @property
+    def servers(self) -> list[str]:
+        return [s.strip() for s in self.url.split(",") if s.strip()]
+
+
+class AnthropicSettings(BaseSettings):
+    """The SDK's own variables; the key is a secret and is never logged."""
+
+    model_config = SettingsConfigDict(env_prefix="ANTHROPIC_", extra="ignore")
+
+    api_key: SecretStr = SecretStr("")
+    base_url: str | None = None
+    timeout_seconds: float = 120.0
+
+
+class HttpSettings(BaseSettings):
+    """Where a service serves /metrics, /healthz and /readyz (loopback unless told)."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    host: str = Field("127.0.0.1", validation_alias=AliasChoices("METRICS_HOST"))
+    port: int | None = Field(None, validation_alias=AliasChoices("METRICS_PORT"))

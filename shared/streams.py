@@ -1,0 +1,66 @@
+"""Declares the JetStream streams and buckets batchbus needs (idempotent, at start-up)."""
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, KeyValueConfig, ObjectStoreConfig, StreamConfig
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from shared import subjects
+from shared.settings import NatsSettings
+
+DAY = 24 * 3600.0
+
+
+def stream_configs(settings: NatsSettings) -> list[StreamConfig]:
+    replicas = settings.replicas
+    return [
+        # Tasks are durable as soon as the publish is acknowledged, even with intake down.
+        StreamConfig(name=subjects.STREAM_TASKS, subjects=[subjects.TASKS_ALL],
+                     max_age=settings.results_max_age_seconds, duplicate_window=DAY / 12,
+                     num_replicas=replicas, discard=DiscardPolicy.NEW),
+        StreamConfig(name=subjects.STREAM_INTERNAL, subjects=[subjects.INTERNAL_ALL],
+                     max_age=settings.internal_max_age_seconds, duplicate_window=DAY / 12,
+                     num_replicas=replicas),
+        StreamConfig(name=subjects.STREAM_RESULTS, subjects=[subjects.RESULTS_ALL],
+                     max_age=settings.results_max_age_seconds, duplicate_window=DAY / 12,
+                     num_replicas=replicas),
+        StreamConfig(name=subjects.STREAM_EVENTS, subjects=[subjects.EVENTS_ALL],
+                     max_age=settings.results_max_age_seconds, duplicate_window=DAY / 12,
+                     num_replicas=replicas),
+    ]
+
+
+async def ensure_streams(js: JetStreamContext, settings: NatsSettings) -> None:
+    for config in stream_configs(settings):
+        try:
+            await js.stream_info(config.name)
+        except NotFoundError:
+            await js.add_stream(config)
+
+
+async def task_ids_bucket(js: JetStreamContext, settings: NatsSettings) -> KeyValue:
+    return await _bucket(js, KeyValueConfig(
+        bucket=subjects.KV_TASK_IDS, history=1, ttl=settings.task_ids_ttl_seconds,
+        replicas=settings.replicas))
+
+
+async def batches_bucket(js: JetStreamContext, settings: NatsSettings) -> KeyValue:
+    return await _bucket(js, KeyValueConfig(
+        bucket=subjects.KV_BATCHES, history=1, replicas=settings.replicas))
+
+
+async def manifests_store(js: JetStreamContext, settings: NatsSettings) -> ObjectStore:
+    try:
+        return await js.object_store(subjects.OBJ_MANIFESTS)
+    except (BucketNotFoundError, NotFoundError):
+        # nats-py takes the bucket name apart from the config (it overwrites config.bucket).
+        return await js.create_object_store(
+            subjects.OBJ_MANIFESTS, config=ObjectStoreConfig(replicas=settings.replicas))
+
+
+async def _bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
+    try:
+        return await js.key_value(config.bucket)
+    except (BucketNotFoundError, NotFoundError):
+        return await js.create_key_value(config=config)

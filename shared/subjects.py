@@ -1,0 +1,106 @@
+"""Every NATS name batchbus uses: subjects, streams, durables, buckets, message ids.
+
+No other module spells a `batchbus.` subject or a stream name; build them here.
+"""
+
+import re
+
+TOKEN_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+TOKEN_RE = re.compile(TOKEN_PATTERN)
+
+# Public subjects (the contract in the README).
+TASKS_PREFIX = "batchbus.tasks"
+TASKS_ALL = f"{TASKS_PREFIX}.>"
+RESULTS_PREFIX = "batchbus.results"
+RESULTS_ALL = f"{RESULTS_PREFIX}.>"
+EVENTS_PREFIX = "batchbus.events.batches"
+EVENTS_ALL = f"{EVENTS_PREFIX}.>"
+CANCEL_PREFIX = "batchbus.cancel"
+
+# Internal subjects, hidden from tenants by NATS permissions.
+ACCEPTED_PREFIX = "batchbus.internal.accepted"
+ACCEPTED_ALL = f"{ACCEPTED_PREFIX}.>"
+BATCH_ENDED = "batchbus.internal.batches.ended"
+INTERNAL_ALL = "batchbus.internal.>"
+
+# Where a rejection goes when the task subject names no valid tenant.
+INVALID_TENANT = "_invalid"
+
+# Streams.
+STREAM_TASKS = "BATCHBUS_TASKS"
+STREAM_INTERNAL = "BATCHBUS_INTERNAL"
+STREAM_RESULTS = "BATCHBUS_RESULTS"
+STREAM_EVENTS = "BATCHBUS_EVENTS"
+
+# Durable consumers, one per service; replicas share them.
+DURABLE_INTAKE = "intake"
+DURABLE_BATCHER = "batcher"
+DURABLE_NOTIFIER = "notifier"
+
+# Key-value buckets and object stores.
+KV_TASK_IDS = "task_ids"  # <tenant>.<task_id> -> stream sequence of the task that claimed it
+KV_BATCHES = "batches"  # <intent_id> -> BatchRecord (write-ahead state of a batch)
+OBJ_MANIFESTS = "batch_manifests"  # <intent_id> -> JSONL of ManifestEntry
+
+MSG_ID = "Nats-Msg-Id"
+
+
+def is_token(value: str) -> bool:
+    """True when `value` may be a tenant or task id (a single safe subject token)."""
+    return bool(TOKEN_RE.match(value))
+
+
+def tasks(tenant: str) -> str:
+    return f"{TASKS_PREFIX}.{tenant}"
+
+
+def results(tenant: str, task_id: str) -> str:
+    return f"{RESULTS_PREFIX}.{tenant}.{task_id}"
+
+
+def results_of(tenant: str) -> str:
+    return f"{RESULTS_PREFIX}.{tenant}.>"
+
+
+def batch_events(batch_id: str) -> str:
+    return f"{EVENTS_PREFIX}.{batch_id}"
+
+
+def cancel(tenant: str) -> str:
+    return f"{CANCEL_PREFIX}.{tenant}"
+
+
+def accepted(tenant: str) -> str:
+    return f"{ACCEPTED_PREFIX}.{tenant}"
+
+
+def tenant_of_task_subject(subject: str) -> str | None:
+    """The tenant token of `batchbus.tasks.<tenant>`, or None if the subject has another shape."""
+    head = TASKS_PREFIX + "."
+    if not subject.startswith(head):
+        return None
+    tenant = subject[len(head):]
+    return tenant if is_token(tenant) else None
+
+
+def task_key(tenant: str, task_id: str) -> str:
+    """KV key of a task; both tokens are already valid KV key characters."""
+    return f"{tenant}.{task_id}"
+
+
+def accepted_msg_id(tenant: str, task_id: str, attempt: int) -> str:
+    return f"{tenant}:{task_id}:a{attempt}"
+
+
+def result_msg_id(tenant: str, task_id: str) -> str:
+    return f"{tenant}:{task_id}:result"
+
+
+def rejected_msg_id(tenant: str, task_seq: int) -> str:
+    # A rejected task does not claim its id (the user may fix and resend it), so its
+    # result is keyed by the stream position of the rejected message instead.
+    return f"{tenant}:rejected:{task_seq}"
+
+
+def event_msg_id(batch_id: str, kind: str, detail: str = "") -> str:
+    return f"{batch_id}:{kind}:{detail}" if detail else f"{batch_id}:{kind}"

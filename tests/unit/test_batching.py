@@ -1,0 +1,66 @@
+"""The batcher's pure parts: custom ids, request sizes, the flush policy."""
+
+import json
+import re
+
+from services.batcher.batching import (
+    ENVELOPE_BYTES,
+    FlushPolicy,
+    PendingBatch,
+    custom_id,
+    request_bytes,
+)
+
+API_CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def test_custom_id_is_deterministic_api_safe_and_distinct() -> None:
+    a = custom_id("acme", "t" * 64, 1)
+    assert a == custom_id("acme", "t" * 64, 1)
+    assert API_CUSTOM_ID.match(a)
+    assert len({a, custom_id("acme", "t" * 64, 2), custom_id("acme2", "t" * 64, 1),
+                custom_id("acm", "et" + "t" * 62, 1)}) == 4
+
+
+def test_request_bytes_match_the_sdk_encoding() -> None:
+    request = {"custom_id": "c", "params": {"messages": [{"content": "héllo"}]}}
+    body = json.dumps({"requests": [request, request]}, ensure_ascii=False,
+                      separators=(",", ":")).encode()
+    # Two requests and the envelope: each counts its comma, the last comma is spare.
+    assert ENVELOPE_BYTES + 2 * request_bytes(request) == len(body) + 1
+
+
+def policy(**kw: float) -> FlushPolicy:
+    return FlushPolicy(**{"max_requests": 3, "max_bytes": 1000, "max_wait": 10.0, **kw})  # type: ignore[arg-type]
+
+
+def test_flushes_at_the_request_count() -> None:
+    batch: PendingBatch[str] = PendingBatch(policy())
+    for i in range(3):
+        assert batch.flush_reason(0.0) is None
+        batch.add(f"r{i}", 10, now=0.0)
+    assert batch.flush_reason(0.0) == "count"
+    assert not batch.fits(1)
+
+
+def test_flushes_when_the_oldest_task_has_waited_the_window() -> None:
+    batch: PendingBatch[str] = PendingBatch(policy())
+    batch.add("a", 10, now=100.0)
+    batch.add("b", 10, now=105.0)
+    assert batch.time_left(108.0) == 2.0
+    assert batch.flush_reason(109.9) is None
+    assert batch.flush_reason(110.0) == "time"
+
+
+def test_a_request_that_would_pass_the_byte_limit_does_not_fit() -> None:
+    batch: PendingBatch[str] = PendingBatch(policy(max_requests=100))
+    batch.add("a", 900, now=0.0)
+    assert batch.fits(1000 - 900 - ENVELOPE_BYTES)
+    assert not batch.fits(1000 - 900 - ENVELOPE_BYTES + 1)
+
+
+def test_take_empties_the_batch() -> None:
+    batch: PendingBatch[str] = PendingBatch(policy())
+    batch.add("a", 10, now=1.0)
+    assert batch.take() == ["a"]
+    assert batch.items == [] and batch.bytes == ENVELOPE_BYTES and batch.time_left(5.0) is None

@@ -1,0 +1,50 @@
+"""Classifying result lines and building final results."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from services.notifier.results import Final, Retry, build_result, classify, missing_result
+from shared.models import ManifestEntry
+from shared.pricing import default_prices
+
+
+def errored(kind: str) -> dict[str, object]:
+    return {"type": "errored", "error": {"type": "error", "error": {"type": kind, "message": "m"}}}
+
+
+@pytest.mark.parametrize("line, attempt, expected", [
+    (errored("overloaded_error"), 1, Retry("overloaded_error")),
+    (errored("api_error"), 2, Retry("api_error")),
+    (errored("api_error"), 3, "errored"),
+    (errored("invalid_request_error"), 1, "errored"),
+    (errored("not_found_error"), 1, "errored"),
+    ({"type": "expired"}, 1, Retry("expired")),
+    ({"type": "expired"}, 3, "expired"),
+    ({"type": "canceled"}, 1, "canceled"),
+    ({"type": "mystery"}, 1, "errored"),
+    (missing_result(), 1, Retry("api_error")),
+])
+def test_classify(line: dict[str, object], attempt: int, expected: object) -> None:
+    outcome = classify(line, attempt, max_attempts=3)
+    if isinstance(expected, Retry):
+        assert outcome == expected
+    else:
+        assert isinstance(outcome, Final) and outcome.status == expected
+        assert outcome.error is not None and outcome.error.message
+
+
+def test_build_result_echoes_the_task_and_prices_the_usage() -> None:
+    entry = ManifestEntry(custom_id="c-a1", tenant="acme", task_id="t1", attempt=2,
+                          model="claude-sonnet-4-5", metadata={"ticket": 7},
+                          published_at=datetime.now(UTC), accepted_seq=9)
+    message = {"id": "msg_1", "usage": {"input_tokens": 500, "output_tokens": 200}}
+    outcome = classify({"type": "succeeded", "message": message}, 2, 3)
+    assert isinstance(outcome, Final)
+    result = build_result(entry, outcome, "msgbatch_1", default_prices())
+    assert (result.tenant, result.task_id, result.status) == ("acme", "t1", "succeeded")
+    assert result.attempts == 2 and result.metadata == {"ticket": 7}
+    assert result.usage is not None and result.usage.input_tokens == 500
+    assert result.cost is not None
+    assert (result.cost.realtime_usd, result.cost.batch_usd) == (0.0045, 0.00225)
+    assert result.error is None and result.route == "batch"
