@@ -27,12 +27,13 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 _BATCH = "/v1/messages/batches/{batch_id}"
 
 
-def _is_error(rule: FaultRule | None) -> bool:
-    return rule is not None and (rule.status is not None or rule.spend_limit)
+def _is_error(rule: FaultRule) -> bool:
+    """A rule without status (and not spend_limit) only delays."""
+    return rule.status is not None or rule.spend_limit
 
 
 def operation(name: str, handler: Handler) -> Endpoint:
-    """Count the call, check access, fire a scripted fault before or after the handler."""
+    """Count the call, check access, then run the handler under any scripted fault."""
 
     async def endpoint(request: Request) -> Response:
         state: EmulatorState = request.app.state.emulator
@@ -43,17 +44,26 @@ def operation(name: str, handler: Handler) -> Endpoint:
             check_auth(request.headers, config.api_keys)
             request.state.api_version = api_version(request.headers, config.api_versions)
             rule = state.faults.take(config.faults, name)
-            if rule is not None and rule.delay_seconds:
-                await asyncio.sleep(rule.delay_seconds)
-            if rule is not None and _is_error(rule) and not rule.after_create:
-                return fault_response(rule, rid)
-            response = await handler(request, state)
-            # after_create: the operation took effect, but the caller only sees the fault.
-            return fault_response(rule, rid) if rule is not None and _is_error(rule) else response
+            if rule is None:
+                return await handler(request, state)
+            return await _with_fault(rule, handler, request, state)
         except ApiError as exc:
             return api_error_response(exc, rid)
 
     return endpoint
+
+
+async def _with_fault(
+    rule: FaultRule, handler: Handler, request: Request, state: EmulatorState
+) -> Response:
+    """Delay and/or fail; with `after_create` the operation takes effect first, so the
+    caller loses a response for something that really happened."""
+    response = await handler(request, state) if rule.after_create else None
+    if rule.delay_seconds:
+        await asyncio.sleep(rule.delay_seconds)
+    if _is_error(rule):
+        return fault_response(rule, request.state.request_id)
+    return response if response is not None else await handler(request, state)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

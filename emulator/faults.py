@@ -37,10 +37,6 @@ class FaultBook:
             used = self._used if rules is self._source else []
             return [rule.times - (used[i] if i < len(used) else 0) for i, rule in enumerate(rules)]
 
-    def reset(self) -> None:
-        with self._lock:
-            self._source, self._used = None, []
-
 
 def fault_response(rule: FaultRule, request_id: str) -> JSONResponse:
     """The error answer for a fired rule (callers skip rules whose status is None)."""

@@ -8,14 +8,6 @@ import secrets
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
-def _base62(number: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        number, digit = divmod(number, 62)
-        chars.append(_BASE62[digit])
-    return "".join(chars)
-
-
 def random_id(prefix: str, length: int = 24) -> str:
     """`prefix` + `length` random base62 characters."""
     return prefix + "".join(secrets.choice(_BASE62) for _ in range(length))
@@ -23,8 +15,9 @@ def random_id(prefix: str, length: int = 24) -> str:
 
 def derived_id(prefix: str, seed: str, length: int = 24) -> str:
     """A stable id: the same seed always yields the same id (results re-download identically)."""
-    digest = int.from_bytes(hashlib.sha256(seed.encode()).digest(), "big")
-    return prefix + _base62(digest, length)
+    # One byte per character: the slight modulo bias is irrelevant for opaque ids.
+    digest = hashlib.sha256(seed.encode()).digest()
+    return prefix + "".join(_BASE62[byte % 62] for byte in digest[:length])
 
 
 def request_id() -> str:

@@ -29,7 +29,6 @@ class Batch:
     id: str
     created_at: float
     processing_seconds: float
-    api_version: str
     custom_ids: list[str]
     params: list[dict[str, Any]]
     hashes: list[str]

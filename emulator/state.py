@@ -40,6 +40,10 @@ class EmulatorState:
     def now(self) -> float:
         return self.clock.now(self.config.time_scale)
 
+    def stamp(self) -> float:
+        """Now, on the microsecond grid, so derived times (+24 h, +29 d) format exactly."""
+        return round(self.now(), 6)
+
     def advance(self, seconds: float) -> float:
         self.clock.now(self.config.time_scale)  # apply a pending scale change first
         return self.clock.advance(seconds)
@@ -47,7 +51,9 @@ class EmulatorState:
     def configure(self, patch: dict[str, Any]) -> EmulatorConfig:
         """Validated partial update; untouched fields keep their objects (fault counts survive)."""
         validated = EmulatorConfig.model_validate({**self.config.model_dump(), **patch})
+        self.clock.now(self.config.time_scale)  # time so far runs at the old scale
         self.config = self.config.model_copy(update={k: getattr(validated, k) for k in patch})
+        self.clock.now(self.config.time_scale)  # ...and from here on at the new one
         return self.config
 
     def reset(self, config: EmulatorConfig | None = None) -> None:
@@ -66,9 +72,8 @@ class EmulatorState:
             plans = [self.planner.plan(item, config.outcome_rules) for item in prepared]
             batch = Batch(
                 id=ids.batch_id(),
-                created_at=self.now(),
+                created_at=self.stamp(),
                 processing_seconds=config.processing_seconds,
-                api_version=api_version,
                 custom_ids=[item.custom_id for item in prepared],
                 params=[item.params for item in prepared],
                 hashes=[item.params_hash for item in prepared],
@@ -81,7 +86,7 @@ class EmulatorState:
     def cancel(self, batch_id: str) -> Batch:
         with self.store.lock:
             batch = self.store.get(batch_id)
-            now = self.now()
+            now = self.stamp()
             status = batch.status(now)
             if status == "ended":
                 raise invalid_request(

@@ -77,12 +77,6 @@ class Store:
             return newer[-limit:], len(newer) > limit
         return newest_first[:limit], len(newest_first) > limit
 
-    def reset(self) -> None:
-        with self.lock:
-            self.batches.clear()
-            self.order.clear()
-            self.creates.clear()
-
 
 def _cursor(positions: dict[str, int], batch_id: str, name: str) -> int:
     if batch_id not in positions:

@@ -3,33 +3,41 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
 from faststream.nats import NatsBroker
+from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry, make_asgi_app
 
-from shared.settings import HttpSettings
+from shared import streams
+from shared.settings import HttpSettings, NatsSettings
 
 log = logging.getLogger("batchbus")
 
 
-def make_app(
-    broker: NatsBroker,
-    registry: CollectorRegistry,
-    *,
-    on_startup: Sequence[Callable[[], Awaitable[Any]]] = (),
-    after_startup: Sequence[Callable[[], Awaitable[Any]]] = (),
-    on_shutdown: Sequence[Callable[[], Awaitable[Any]]] = (),
-) -> AsgiFastStream:
-    """`on_startup` hooks run once NATS is connected but before any subscriber starts,
-    so they can declare the streams and buckets the subscribers bind to."""
+Loop = Callable[[], Awaitable[None]]
+Setup = Callable[[JetStreamContext], Awaitable[dict[str, Loop]]]
 
-    async def connect() -> None:
+
+def make_app(broker: NatsBroker, registry: CollectorRegistry, nats: NatsSettings,
+             setup: Setup) -> AsgiFastStream:
+    """An app whose `setup` runs once NATS is connected and the streams exist, before any
+    subscriber starts; the loops it returns run supervised until shutdown."""
+    supervised: list[Supervised] = []
+
+    async def start() -> None:
         await broker.connect()
-        for hook in on_startup:
-            await hook()
+        js = broker.connection.jetstream()
+        await streams.ensure_streams(js, nats)
+        for name, loop in (await setup(js)).items():
+            supervised.append(Supervised(name, loop))
+            await supervised[-1].start()
+
+    async def stop() -> None:
+        for loop in supervised:
+            await loop.stop()
 
     @get
     async def healthz(scope: Any) -> AsgiResponse:
@@ -42,9 +50,8 @@ def make_app(
             ("/healthz", healthz),
             ("/readyz", make_ping_asgi(broker, timeout=2.0)),
         ],
-        on_startup=[connect],
-        after_startup=after_startup,
-        on_shutdown=on_shutdown,
+        on_startup=[start],
+        on_shutdown=[stop],
     )
 
 

@@ -1,6 +1,7 @@
 """The batcher service: `python -m services.batcher` or `faststream run services.batcher.app:app`."""
 
 from faststream.asgi import AsgiFastStream
+from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
 from services.batcher.collector import Collector
@@ -8,7 +9,7 @@ from services.batcher.settings import BatcherSettings
 from services.batcher.submission import Submitter
 from shared import streams
 from shared.anthropic_client import make_client
-from shared.app import Supervised, make_app
+from shared.app import Loop, make_app
 from shared.broker import make_broker
 from shared.metrics import Metrics
 
@@ -18,26 +19,17 @@ def build(settings: BatcherSettings | None = None) -> AsgiFastStream:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     broker = make_broker("batcher", settings.nats, registry)
-    loops: list[Supervised] = []
 
-    async def start() -> None:
-        js = broker.connection.jetstream()
-        await streams.ensure_streams(js, settings.nats)
+    async def setup(js: JetStreamContext) -> dict[str, Loop]:
         submitter = Submitter(
             # No SDK retries on create: a retried POST can create (and bill) a second batch.
             make_client(settings.anthropic, max_retries=0),
             await streams.batches_bucket(js, settings.nats),
             await streams.manifests_store(js, settings.nats),
             metrics, settings.doubt_settle_seconds)
-        collector = Collector(js, submitter, settings, metrics)
-        loops.append(Supervised("batcher", collector.run))
-        await loops[-1].start()
+        return {"batcher": Collector(js, submitter, settings, metrics).run}
 
-    async def stop() -> None:
-        for loop in loops:
-            await loop.stop()
-
-    return make_app(broker, registry, on_startup=[start], on_shutdown=[stop])
+    return make_app(broker, registry, settings.nats, setup)
 
 
 settings = BatcherSettings()

@@ -4,17 +4,22 @@ import asyncio
 import logging
 from time import monotonic
 
-import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 from pydantic import ValidationError
 
-from services.batcher.batching import FlushPolicy, FlushReason, PendingBatch, custom_id, request_bytes
+from services.batcher.batching import (
+    FlushPolicy,
+    FlushReason,
+    PendingBatch,
+    custom_id,
+    request_bytes,
+)
 from services.batcher.settings import BatcherSettings
 from services.batcher.submission import CreateRefused, Pending, Submitter
+from shared import consumer, subjects
 from shared import kv as records
-from shared import subjects
 from shared.metrics import Metrics
 from shared.models import AcceptedTask, BatchEvent, BatchRecord
 from shared.publishing import publish_event
@@ -41,20 +46,16 @@ class Collector:
 
     async def run(self) -> None:
         await self.recover()
-        psub = await self.js.pull_subscribe(
-            subjects.ACCEPTED_ALL, durable=subjects.DURABLE_BATCHER,
-            stream=subjects.STREAM_INTERNAL,
-            config=ConsumerConfig(ack_wait=ACK_WAIT_SECONDS, max_deliver=-1,
+        psub = await consumer.pull(
+            self.js, subjects.ACCEPTED_ALL, subjects.DURABLE_BATCHER, subjects.STREAM_INTERNAL,
+            ConsumerConfig(ack_wait=ACK_WAIT_SECONDS, max_deliver=-1,
                                   max_ack_pending=self.settings.max_requests
                                   + 2 * self.settings.fetch_batch))
         while True:
             left = self.pending.time_left(monotonic())
             timeout = 1.0 if left is None else min(1.0, max(0.01, left))
-            try:
-                for msg in await psub.fetch(batch=self.settings.fetch_batch, timeout=timeout):
-                    await self.take(msg)
-            except nats.errors.TimeoutError:
-                pass
+            for msg in await consumer.fetch(psub, self.settings.fetch_batch, timeout):
+                await self.take(msg)
             reason = self.pending.flush_reason(monotonic())
             if reason is not None:
                 await self.flush(reason)

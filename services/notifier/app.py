@@ -6,13 +6,14 @@ from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream
 from faststream.exceptions import NackMessage
 from faststream.nats import ConsumerConfig, JStream, NatsMessage, PullSub
+from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
 from services.notifier.delivery import Delivery
 from services.notifier.settings import NotifierSettings
 from shared import streams, subjects
 from shared.anthropic_client import make_client
-from shared.app import make_app
+from shared.app import Loop, make_app
 from shared.broker import make_broker
 from shared.metrics import Metrics
 from shared.models import BatchEnded
@@ -43,16 +44,15 @@ def build(settings: NotifierSettings | None = None) -> AsgiFastStream:
             log.exception("delivery of batch %s failed; retrying", ended.batch_id)
             raise NackMessage(delay=RETRY_DELAY_SECONDS) from exc
 
-    async def start() -> None:
-        js = broker.connection.jetstream()
-        await streams.ensure_streams(js, settings.nats)
+    async def setup(js: JetStreamContext) -> dict[str, Loop]:
         state["delivery"] = Delivery(
             js, make_client(settings.anthropic),
             await streams.batches_bucket(js, settings.nats),
             await streams.manifests_store(js, settings.nats),
             default_prices(), settings.max_attempts, metrics)
+        return {}
 
-    return make_app(broker, registry, on_startup=[start])
+    return make_app(broker, registry, settings.nats, setup)
 
 
 settings = NotifierSettings()

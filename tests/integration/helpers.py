@@ -1,0 +1,36 @@
+"""Helpers for integration tests: make tasks, gather results with a bound."""
+
+import asyncio
+from typing import Any
+
+from shared.client import BatchbusClient
+from shared.models import Result
+
+MODEL = "claude-sonnet-4-5"
+
+
+def ticket(i: int, **params: Any) -> dict[str, Any]:
+    return {"task_id": f"ticket-{i:05d}",
+            "params": {"model": MODEL, "max_tokens": 64,
+                       "system": "Classify the support ticket: billing, shipping or other.",
+                       "messages": [{"role": "user", "content": f"Ticket {i}: my parcel is late"}],
+                       **params},
+            "metadata": {"ticket": i}}
+
+
+async def gather_results(client: BatchbusClient, expected: int,
+                         timeout: float = 60.0) -> dict[str, list[Result]]:
+    """Reads the tenant's stored results until `expected` tasks have one, within `timeout`.
+
+    Every stored result is kept, so a duplicate shows up as a list longer than one.
+    """
+    by_task: dict[str, list[Result]] = {}
+
+    async def read() -> None:
+        async for result in client.results():
+            by_task.setdefault(result.task_id, []).append(result)
+            if len(by_task) >= expected:
+                return
+
+    await asyncio.wait_for(read(), timeout)
+    return by_task
