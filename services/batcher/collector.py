@@ -46,21 +46,25 @@ class Collector:
 
     async def run(self) -> None:
         await self.recover()
-        psub = await consumer.pull(
-            self.js, subjects.ACCEPTED_ALL, subjects.DURABLE_BATCHER, subjects.STREAM_INTERNAL,
-            ConsumerConfig(ack_wait=ACK_WAIT_SECONDS, max_deliver=-1,
-                                  max_ack_pending=self.settings.max_requests
-                                  + 2 * self.settings.fetch_batch))
-        while True:
-            left = self.pending.time_left(monotonic())
-            timeout = 1.0 if left is None else min(1.0, max(0.01, left))
-            for msg in await consumer.fetch(psub, self.settings.fetch_batch, timeout):
-                await self.take(msg)
-            reason = self.pending.flush_reason(monotonic())
-            if reason is not None:
-                await self.flush(reason)
-            await self.heartbeat()
-            self._observe()
+        async with consumer.pull(
+                self.js, subjects.ACCEPTED_ALL, subjects.DURABLE_BATCHER,
+                subjects.STREAM_INTERNAL,
+                ConsumerConfig(ack_wait=ACK_WAIT_SECONDS, max_deliver=-1,
+                               max_ack_pending=self.settings.max_requests
+                               + 2 * self.settings.fetch_batch)) as psub:
+            while True:
+                await self.step(psub)
+
+    async def step(self, psub: JetStreamContext.PullSubscription) -> None:
+        left = self.pending.time_left(monotonic())
+        timeout = 1.0 if left is None else min(1.0, max(0.01, left))
+        for msg in await consumer.fetch(psub, self.settings.fetch_batch, timeout):
+            await self.take(msg)
+        reason = self.pending.flush_reason(monotonic())
+        if reason is not None:
+            await self.flush(reason)
+        await self.heartbeat()
+        self._observe()
 
     async def take(self, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream

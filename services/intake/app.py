@@ -29,13 +29,13 @@ def build(settings: IntakeSettings | None = None) -> AsgiFastStream:
                             metrics)
 
         async def accept_tasks() -> None:
-            psub = await consumer.pull(
-                js, subjects.TASKS_ALL, subjects.DURABLE_INTAKE, subjects.STREAM_TASKS,
-                ConsumerConfig(ack_wait=30, max_deliver=-1,
-                               max_ack_pending=4 * settings.fetch_batch))
-            while True:
-                msgs = await consumer.fetch(psub, settings.fetch_batch, timeout=1.0)
-                await asyncio.gather(*(intake.handle_safely(m) for m in msgs))
+            async with consumer.pull(
+                    js, subjects.TASKS_ALL, subjects.DURABLE_INTAKE, subjects.STREAM_TASKS,
+                    ConsumerConfig(ack_wait=30, max_deliver=-1,
+                                   max_ack_pending=4 * settings.fetch_batch)) as psub:
+                while True:
+                    msgs = await consumer.fetch(psub, settings.fetch_batch, timeout=1.0)
+                    await asyncio.gather(*(intake.handle_safely(m) for m in msgs))
 
         return {"intake": accept_tasks}
 
