@@ -21,6 +21,7 @@ test: install lint
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy shared services launcher emulator
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nats
 import nats.errors
+from nats.aio.msg import Msg
 
 from launcher.emulator import EmulatorProcess, start_emulator_process
 from launcher.nats_server import NatsServer, start_nats
@@ -68,7 +69,7 @@ async def follow(url: str, tenant: str, expected: int) -> Tally:
     tally = Tally(expected)
     events = await nats.connect(url)
 
-    async def on_event(msg: nats.aio.msg.Msg) -> None:
+    async def on_event(msg: Msg) -> None:
         event = BatchEvent.model_validate_json(msg.data)
         (tally.submitted if event.event == "submitted" else tally.ended
          if event.event == "ended" else set()).add(event.batch_id)

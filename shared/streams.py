@@ -33,6 +33,7 @@ def stream_configs(settings: NatsSettings) -> list[StreamConfig]:
 
 async def ensure_streams(js: JetStreamContext, settings: NatsSettings) -> None:
     for config in stream_configs(settings):
+        assert config.name is not None
         try:
             await js.stream_info(config.name)
         except NotFoundError:

@@ -10,10 +10,10 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from services.notifier.results import (
-    Final,
     Retry,
     build_result,
     classify,
+    last_attempt,
     latency_seconds,
     missing_result,
 )
@@ -66,11 +66,11 @@ class Delivery:
 
     async def settle(self, entry: ManifestEntry, result: dict[str, Any], batch_id: str) -> None:
         outcome = classify(result, entry.attempt, self.max_attempts)
-        if isinstance(outcome, Retry) and await self.retry(entry, outcome):
-            return
-        # No retry possible: judge the line as if this were the last attempt.
-        final = outcome if isinstance(outcome, Final) else classify(result, entry.attempt, entry.attempt)
-        await self.publish(build_result(entry, final, batch_id, self.prices), entry)
+        if isinstance(outcome, Retry):
+            if await self.retry(entry, outcome):
+                return
+            outcome = last_attempt(result, entry.attempt)
+        await self.publish(build_result(entry, outcome, batch_id, self.prices), entry)
 
     async def retry(self, entry: ManifestEntry, retry: Retry) -> bool:
         """Sends the next attempt back to the batcher; False if the task is gone."""

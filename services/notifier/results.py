@@ -48,6 +48,13 @@ def classify(result: dict[str, Any], attempt: int, max_attempts: int) -> Final |
                                             message=f"unknown result type {kind!r}"))
 
 
+def last_attempt(result: dict[str, Any], attempt: int) -> Final:
+    """The final outcome of a line when no further attempt is possible."""
+    outcome = classify(result, attempt, max_attempts=attempt)
+    assert isinstance(outcome, Final)
+    return outcome
+
+
 def missing_result() -> dict[str, Any]:
     """What a request that is absent from its batch's results counts as: a transient error."""
     return {"type": "errored", "error": {"type": "error", "error": {

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 from time import monotonic
+from typing import Literal
 
 import anthropic
 from anthropic import AsyncAnthropic
@@ -62,7 +63,7 @@ class Tracker:
             return
         if batch.processing_status == "ended":
             await self.ended(record, batch)
-        elif self.counts.get(batch.id) != (counts := batch.request_counts.to_dict()):
+        elif self.counts.get(batch.id) != (counts := _counts(batch)):
             self.counts[batch.id] = counts
             await publish_event(self.js, _event(batch, "progress"), _digest(counts))
 
@@ -80,14 +81,19 @@ class Tracker:
             self.metrics.batch_duration.observe((batch.ended_at - batch.created_at).total_seconds())
         self.schedule.forget(record.intent_id)
         self.counts.pop(batch.id, None)
-        log.info("batch %s ended: %s", batch.id, batch.request_counts.to_dict())
+        log.info("batch %s ended: %s", batch.id, _counts(batch))
 
 
-def _event(batch: MessageBatch, kind: str) -> BatchEvent:
-    return BatchEvent(batch_id=batch.id, event=kind,  # type: ignore[arg-type]
-                      processing_status=batch.processing_status,
-                      request_counts=batch.request_counts.to_dict(),
-                      created_at=batch.created_at, ended_at=batch.ended_at)
+def _counts(batch: MessageBatch) -> dict[str, int]:
+    c = batch.request_counts
+    return {"processing": c.processing, "succeeded": c.succeeded, "errored": c.errored,
+            "canceled": c.canceled, "expired": c.expired}
+
+
+def _event(batch: MessageBatch, kind: Literal["progress", "ended"]) -> BatchEvent:
+    return BatchEvent(batch_id=batch.id, event=kind, processing_status=batch.processing_status,
+                      request_counts=_counts(batch), created_at=batch.created_at,
+                      ended_at=batch.ended_at)
 
 
 def _digest(counts: dict[str, int]) -> str:
