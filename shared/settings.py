@@ -1,6 +1,6 @@
 """Settings every service shares, read from the environment (composed, never inherited)."""
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +27,12 @@ class AnthropicSettings(BaseSettings):
     api_key: SecretStr = SecretStr("")
     base_url: str | None = None
     timeout_seconds: float = 120.0
+
+    @field_validator("base_url")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        # `ANTHROPIC_BASE_URL=` (as compose passes an unset variable) means the SDK default.
+        return value or None
 
 
 class HttpSettings(BaseSettings):
