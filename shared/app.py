@@ -6,7 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
+from faststream.asgi import AsgiFastStream, AsgiResponse, HttpHandler, get
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry, make_asgi_app
@@ -19,13 +19,58 @@ log = logging.getLogger("batchbus")
 
 Loop = Callable[[], Awaitable[None]]
 Setup = Callable[[JetStreamContext], Awaitable[dict[str, Loop]]]
+Check = Callable[[], Awaitable[bool]]
+
+
+class Readiness:
+    """What /readyz reports: started, connected to NATS, and every extra check passing."""
+
+    def __init__(self, timeout: float = 2.0) -> None:
+        self.timeout = timeout
+        self.started = False
+        self._checks: dict[str, Check] = {}
+
+    def add(self, name: str, check: Check) -> None:
+        """Adds a check (True: ready); one that raises or outlasts `timeout` counts as failed."""
+        self._checks[name] = check
+
+    async def failures(self, broker: NatsBroker) -> list[str]:
+        """Names of the failing checks; empty when ready."""
+        if not self.started:
+            return ["startup"]
+        # The broker ping is what faststream's make_ping_asgi checks.
+        checks: dict[str, Check] = {"nats": lambda: broker.ping(self.timeout), **self._checks}
+        passed = await asyncio.gather(*(self._passes(n, c) for n, c in checks.items()))
+        return [name for name, ok in zip(checks, passed, strict=True) if not ok]
+
+    async def _passes(self, name: str, check: Check) -> bool:
+        try:
+            return bool(await asyncio.wait_for(check(), self.timeout))
+        except Exception as exc:
+            log.warning("readiness check %s failed: %r", name, exc)
+            return False
+
+    def endpoint(self, broker: NatsBroker) -> HttpHandler:
+        @get
+        async def readyz(scope: Any) -> AsgiResponse:
+            failed = await self.failures(broker)
+            if not failed:
+                return AsgiResponse(b"", 204)
+            return AsgiResponse(("not ready: " + ", ".join(failed)).encode(), 503)
+
+        return readyz
 
 
 def make_app(broker: NatsBroker, registry: CollectorRegistry, nats: NatsSettings,
-             setup: Setup) -> AsgiFastStream:
+             setup: Setup, *, readiness: Readiness | None = None) -> AsgiFastStream:
     """An app whose `setup` runs once NATS is connected and the streams exist, before any
-    subscriber starts; the loops it returns run supervised until shutdown."""
+    subscriber starts; the loops it returns run supervised until shutdown.
+
+    /readyz answers 204 once `setup` has run while the broker is connected and every check
+    added to `readiness` (for example by `setup`, once it has an API client) passes.
+    """
     supervised: list[Supervised] = []
+    readiness = Readiness() if readiness is None else readiness
 
     async def start() -> None:
         await broker.connect()
@@ -35,7 +80,11 @@ def make_app(broker: NatsBroker, registry: CollectorRegistry, nats: NatsSettings
             supervised.append(Supervised(name, loop))
             await supervised[-1].start()
 
+    async def started() -> None:
+        readiness.started = True  # the subscribers are running too by now
+
     async def stop() -> None:
+        readiness.started = False  # taken out of rotation while it drains
         for loop in supervised:
             await loop.stop()
 
@@ -48,9 +97,10 @@ def make_app(broker: NatsBroker, registry: CollectorRegistry, nats: NatsSettings
         asgi_routes=[
             ("/metrics", make_asgi_app(registry)),
             ("/healthz", healthz),
-            ("/readyz", make_ping_asgi(broker, timeout=2.0)),
+            ("/readyz", readiness.endpoint(broker)),
         ],
         on_startup=[start],
+        after_startup=[started],
         on_shutdown=[stop],
     )
 

@@ -68,7 +68,11 @@ async def put_manifest(store: ObjectStore, name: str, entries: Iterable[Manifest
 
 
 async def get_manifest(store: ObjectStore, name: str) -> list[ManifestEntry]:
-    result = await store.get(name)
+    """The manifest's entries; none if it is gone (its record is being deleted)."""
+    try:
+        result = await store.get(name)
+    except NotFoundError:  # ObjectNotFoundError included
+        return []
     data = result.data or b""
     return [ManifestEntry.model_validate_json(line) for line in data.splitlines() if line]
 

@@ -3,7 +3,11 @@
 Labels stay low-cardinality: never a task id, batch id or tenant.
 """
 
+from typing import get_args
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from shared.models import BatchState
 
 SIZE_BUCKETS = (1, 10, 100, 1_000, 10_000, 100_000)
 BYTES_BUCKETS = (1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 2.56e8)
@@ -30,11 +34,19 @@ class Metrics:
         self.create_outcomes = c("batch_create_outcomes_total",
                                  "Create calls by outcome", ["outcome"])
         self.batches_in_flight = g("batches_in_flight", "Batches tracked by the poller")
+        self.batch_records = g("batch_records", "Batch records in KV, by write-ahead state",
+                               ["state"])
+        for state in get_args(BatchState):  # a bounded set: show zeros, not "no data"
+            self.batch_records.labels(state)
+        self.oldest_batch_age = g("oldest_batch_age_seconds",
+                                  "Age of the oldest batch in flight, since its create")
         self.batch_duration = h("batch_completion_seconds", "Create to ended", SECONDS_BUCKETS)
         self.polls = c("poll_calls_total", "Batch retrieve calls made by the poller")
         self.api_errors = c("api_errors_total", "Anthropic API errors",
                             ["operation", "status_code"])
         self.retries = c("retries_total", "Task attempts sent back for another batch", ["reason"])
+        # No labels, so the series exists at 0 and the first dead letter shows in increase().
+        self.dead_letters = c("dead_letters_total", "Task attempts given up on as dead letters")
         self.tokens = c("tokens_total", "Tokens used, by kind and model", ["kind", "model"])
         self.cost_batch = c("cost_batch_usd_total", "Spent at batch prices, USD")
         self.cost_realtime = c("cost_realtime_usd_total", "Would have spent at real-time prices")
@@ -49,8 +61,8 @@ def _factory(registry: CollectorRegistry):  # type: ignore[no-untyped-def]
         return Counter(f"batchbus_{name.removesuffix('_total')}", doc, labels or [],
                        registry=registry)
 
-    def gauge(name: str, doc: str) -> Gauge:
-        return Gauge(f"batchbus_{name}", doc, registry=registry)
+    def gauge(name: str, doc: str, labels: list[str] | None = None) -> Gauge:
+        return Gauge(f"batchbus_{name}", doc, labels or [], registry=registry)
 
     def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
         return Histogram(f"batchbus_{name}", doc, buckets=buckets, registry=registry)

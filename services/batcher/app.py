@@ -26,7 +26,7 @@ def build(settings: BatcherSettings | None = None) -> AsgiFastStream:
             make_client(settings.anthropic, max_retries=0),
             await streams.batches_bucket(js, settings.nats),
             await streams.manifests_store(js, settings.nats),
-            metrics, settings.doubt_settle_seconds)
+            metrics, settings.doubt_settle_seconds, settings.anthropic.timeout_seconds)
         return {"batcher": Collector(js, submitter, settings, metrics).run}
 
     return make_app(broker, registry, settings.nats, setup)

@@ -1,23 +1,23 @@
 """The batcher's loop: pull accepted task attempts, hold them, flush by count, bytes or time."""
 
 import asyncio
+import contextlib
+import hashlib
+import json
 import logging
+from collections.abc import AsyncIterator
 from time import monotonic
+from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 from pydantic import ValidationError
 
-from services.batcher.batching import (
-    FlushPolicy,
-    FlushReason,
-    PendingBatch,
-    custom_id,
-    request_bytes,
-)
+from services.batcher.batching import FlushPolicy, FlushReason, PendingBatch, custom_id, request_bytes
+from services.batcher.recovery import Guard
 from services.batcher.settings import BatcherSettings
-from services.batcher.submission import CreateRefused, Pending, Submitter
+from services.batcher.submission import CreateInDoubt, CreateRefused, Pending, Submitter
 from shared import consumer, subjects
 from shared import kv as records
 from shared.metrics import Metrics
@@ -25,9 +25,6 @@ from shared.models import AcceptedTask, BatchEvent, BatchRecord
 from shared.publishing import publish_event
 
 log = logging.getLogger("batchbus.batcher")
-
-# Held messages are kept alive with in_progress(); a crashed batcher's come back after this.
-ACK_WAIT_SECONDS = 300.0
 
 
 class Collector:
@@ -40,16 +37,20 @@ class Collector:
         self.pending: PendingBatch[Pending] = PendingBatch(FlushPolicy(
             settings.max_requests, settings.max_bytes, settings.max_wait_seconds))
         self.held: set[int] = set()  # stream seqs in `pending`
-        self.skip: set[int] = set()  # seqs already in a recorded batch but not yet acked
+        self.guard = Guard(submitter, settings.intent_stale_seconds)
         self.refusals = 0
-        self.last_heartbeat = monotonic()
+        self.last_heartbeat = self.last_recovery = monotonic()
+
+    @property
+    def keep_alive_every(self) -> float:
+        return self.settings.ack_wait_seconds / 4
 
     async def run(self) -> None:
         await self.recover()
         async with consumer.pull(
                 self.js, subjects.ACCEPTED_ALL, subjects.DURABLE_BATCHER,
                 subjects.STREAM_INTERNAL,
-                ConsumerConfig(ack_wait=ACK_WAIT_SECONDS, max_deliver=-1,
+                ConsumerConfig(ack_wait=self.settings.ack_wait_seconds, max_deliver=-1,
                                max_ack_pending=self.settings.max_requests
                                + 2 * self.settings.fetch_batch)) as psub:
             while True:
@@ -64,13 +65,19 @@ class Collector:
         if reason is not None:
             await self.flush(reason)
         await self.heartbeat()
+        if monotonic() - self.last_recovery >= self.settings.recovery_interval_seconds:
+            await self.recover()
         self._observe()
 
     async def take(self, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream
-        if seq in self.skip:  # its batch exists already: never submit it twice
-            self.skip.discard(seq)
+        if msg.metadata.num_delivered > 1:  # back after a crash or a lost ack: look first
+            await self.guard.refresh()
+        if seq in self.guard.skip:  # its batch exists already: never submit it twice
             await msg.ack()
+            return
+        if seq in self.guard.hold:  # its create is unresolved: wait for the answer
+            await msg.nak(delay=self.settings.ack_wait_seconds)
             return
         if seq in self.held:
             return  # a redelivery of a message we still hold
@@ -81,7 +88,8 @@ class Collector:
             await msg.term()
             return
         cid = custom_id(task.tenant, task.task_id, task.attempt)
-        item = Pending(msg, task, cid, request_bytes({"custom_id": cid, "params": task.params}))
+        item = Pending(msg, task, cid, request_bytes({"custom_id": cid, "params": task.params}),
+                       _prefix(task.params))
         if not self.pending.fits(item.size):
             await self.flush("bytes")
         self.pending.add(item, item.size, monotonic())
@@ -91,12 +99,18 @@ class Collector:
 
     async def flush(self, reason: FlushReason) -> None:
         size = self.pending.bytes
-        items = self.pending.take()
+        # Requests that share a prompt prefix side by side (see README, prompt caching).
+        items = sorted(self.pending.take(), key=lambda i: i.prefix)
         self.held.clear()
         try:
-            record = await self.submitter.submit(items, size)
+            async with self._kept_alive(items):
+                record = await self.submitter.submit(items, size)
         except CreateRefused as refused:
             await self._back_off(items, refused.delay)
+            return
+        except CreateInDoubt:
+            # The intent holds these tasks; a later recovery decides. Until then they wait.
+            await self.guard.refresh(force=True)
             return
         self.refusals = 0
         self.metrics.flushes.labels(reason).inc()
@@ -104,27 +118,33 @@ class Collector:
         await self._ack(items, record)
 
     async def recover(self) -> None:
-        """Settles what a previous run left between intent and ack."""
-        for record in await records.all_records(self.submitter.batches):
-            if record.state == "intent":
-                batch = await self.submitter.resolve(record)
-                if batch is None:
-                    await self.submitter.forget(record)
-                    continue
-                record = await self.submitter.record(record, batch)
-                await self._announce(record)
-            if not record.acked:
-                manifest = await records.get_manifest(self.submitter.manifests, record.intent_id)
-                self.skip.update(entry.accepted_seq for entry in manifest)
-        if self.skip:
-            log.info("recovered %d submitted but unacknowledged task attempts", len(self.skip))
+        """Settles intents left by dead runs and learns what is in flight elsewhere."""
+        self.last_recovery = monotonic()
+        for record in await self.guard.settle_stale():
+            await self._announce(record)
+        await self.guard.refresh(force=True)
 
     async def heartbeat(self) -> None:
-        if monotonic() - self.last_heartbeat < ACK_WAIT_SECONDS / 4:
+        if monotonic() - self.last_heartbeat < self.keep_alive_every:
             return
         self.last_heartbeat = monotonic()
-        for item in self.pending.items:
-            await item.msg.in_progress()
+        await asyncio.gather(*(item.msg.in_progress() for item in self.pending.items))
+
+    @contextlib.asynccontextmanager
+    async def _kept_alive(self, items: list[Pending]) -> AsyncIterator[None]:
+        """Keeps the messages of a batch being submitted from being redelivered meanwhile."""
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self.keep_alive_every)
+                await asyncio.gather(*(item.msg.in_progress() for item in items))
+
+        task = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _back_off(self, items: list[Pending], retry_after: float | None) -> None:
         """The API is busy: the tasks go back to the stream and wait; none is dropped."""
@@ -148,11 +168,10 @@ class Collector:
     async def _ack(self, items: list[Pending], record: BatchRecord) -> None:
         outcomes = await asyncio.gather(*(i.msg.ack_sync(timeout=5.0) for i in items),
                                         return_exceptions=True)
-        failed = [i.seq for i, o in zip(items, outcomes, strict=True) if isinstance(o, Exception)]
+        failed = sum(isinstance(o, Exception) for o in outcomes)
         if failed:
-            # Their batch is recorded: if they come back, ack them instead of resubmitting.
-            self.skip.update(failed)
-            log.warning("%d acks of batch %s failed; guarding them", len(failed), record.batch_id)
+            # The record stays `acked: false`, so whoever sees these again acks them.
+            log.warning("%d acks of batch %s failed; they are guarded", failed, record.batch_id)
             return
         await records.transition(self.submitter.batches, record.intent_id,
                                  lambda r: r.model_copy(update={"acked": True}))
@@ -162,3 +181,10 @@ class Collector:
         left = self.pending.time_left(monotonic())
         age = 0.0 if left is None else self.settings.max_wait_seconds - left
         self.metrics.oldest_pending_age.set(age)
+
+
+def _prefix(params: dict[str, Any]) -> str:
+    """Digest of what prompt caching can share: model, system prompt and tools."""
+    shared = json.dumps([params.get("model"), params.get("system"), params.get("tools")],
+                        sort_keys=True, default=str)
+    return hashlib.blake2b(shared.encode(), digest_size=8).hexdigest()

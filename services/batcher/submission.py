@@ -1,4 +1,4 @@
-"""Write-ahead submission of one batch: intent -> create -> record -> ack.
+"""Write-ahead submission of one batch: intent -> create -> record (the acks follow).
 
 The create call is the one place batchbus spends money and the API has no idempotency
 key, so the SDK never retries it; an unknown outcome is resolved by listing batches.
@@ -9,15 +9,17 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import anthropic
 from anthropic import AsyncAnthropic
 from anthropic.types.messages import MessageBatch
 from nats.aio.msg import Msg
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from shared import failpoints
 from shared import kv as records
 from shared.metrics import Metrics
 from shared.models import AcceptedTask, BatchRecord, ManifestEntry
@@ -36,6 +38,7 @@ class Pending:
     task: AcceptedTask
     custom_id: str
     size: int
+    prefix: str  # requests that share it can share a prompt cache
 
     @property
     def seq(self) -> int:
@@ -53,37 +56,53 @@ class Pending:
 
 
 class CreateRefused(Exception):
-    """The API did not create the batch; try again after `delay` seconds."""
+    """The API did not create the batch; its tasks may go again after `delay` seconds."""
 
     def __init__(self, delay: float | None) -> None:
         super().__init__(f"create refused; retry after {delay}")
         self.delay = delay
 
 
+class CreateInDoubt(Exception):
+    """Whether the batch exists is not known yet; its tasks must wait, never go again."""
+
+
+# The batch an unknown create made, or why there is none to adopt.
+Resolution = MessageBatch | Literal["absent", "ambiguous"]
+
+
 class Submitter:
     def __init__(self, client: AsyncAnthropic, batches: KeyValue, manifests: ObjectStore,
-                 metrics: Metrics, settle_seconds: float) -> None:
+                 metrics: Metrics, settle_seconds: float, create_timeout: float) -> None:
         self.client = client  # built with max_retries=0
         self.batches = batches
         self.manifests = manifests
         self.metrics = metrics
         self.settle_seconds = settle_seconds
+        self.create_timeout = create_timeout
 
     async def submit(self, items: list[Pending], size: int) -> BatchRecord:
-        """Submits `items` as one batch and returns its record; raises CreateRefused."""
+        """Submits `items` as one batch and returns its stored record.
+
+        Raises CreateRefused (nothing was created) or CreateInDoubt (keep the tasks held).
+        """
         intent = BatchRecord(intent_id=uuid.uuid4().hex, state="intent", requests=len(items),
                              bytes=size, intent_at=datetime.now(UTC))
         await records.put_manifest(self.manifests, intent.intent_id,
                                    (i.manifest_entry() for i in items))
-        await self.batches.create(intent.intent_id, intent.model_dump_json().encode())
-        batch = await self._create(intent, [i.request() for i in items])
+        revision = await self.batches.create(intent.intent_id, intent.model_dump_json().encode())
+        failpoints.hit("batcher.after_intent")
+        batch = await self._create(intent, revision, [i.request() for i in items])
+        failpoints.hit("batcher.after_create")
         record = await self.record(intent, batch)
+        failpoints.hit("batcher.after_record")
         self.metrics.batches_submitted.inc()
         self.metrics.batch_requests.observe(len(items))
         self.metrics.batch_bytes.observe(size)
         return record
 
-    async def _create(self, intent: BatchRecord, requests: list[dict[str, Any]]) -> MessageBatch:
+    async def _create(self, intent: BatchRecord, revision: int,
+                      requests: list[dict[str, Any]]) -> MessageBatch:
         try:
             batch = await self.client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
             self.metrics.create_outcomes.labels("created").inc()
@@ -93,48 +112,52 @@ class Submitter:
         except anthropic.APIStatusError as exc:
             self.metrics.api_errors.labels("create", str(exc.status_code)).inc()
             if exc.status_code < 500:  # the API answered: nothing was created
-                await self.forget(intent)
                 self.metrics.create_outcomes.labels("refused").inc()
                 log.warning("create refused (%s %s); tasks wait", exc.status_code, exc.type)
+                await self.forget(intent, revision)
                 raise CreateRefused(_retry_after(exc)) from exc
             cause: Exception = exc
         except anthropic.APIError as exc:  # connection reset, timeout: outcome unknown
             self.metrics.api_errors.labels("create", "connection").inc()
             cause = exc
         log.warning("create outcome unknown for intent %s: %s", intent.intent_id, cause)
-        adopted = await self.resolve(intent)
-        if adopted is None:
-            await self.forget(intent)
-            raise CreateRefused(None) from cause
-        return adopted
-
-    async def resolve(self, intent: BatchRecord) -> MessageBatch | None:
-        """Finds the batch an unknown create may have made; never cancels to find out."""
         await asyncio.sleep(self.settle_seconds)  # let a new batch show up in the list
+        resolution = await self.resolve(intent)
+        if isinstance(resolution, MessageBatch):
+            return resolution
+        if resolution == "absent" and await self.forget(intent, revision):
+            raise CreateRefused(None) from cause
+        raise CreateInDoubt(intent.intent_id) from cause
+
+    async def resolve(self, intent: BatchRecord) -> Resolution:
+        """Finds the batch an unknown create may have made; never cancels to find out.
+
+        A candidate was created in the window the create could have run in, has the intent's
+        request count, and belongs to no other record. `ambiguous` leaves the intent for a
+        later look: other replicas' records shrink the candidates as they are written.
+        """
         owned = {r.batch_id for r in await records.all_records(self.batches) if r.batch_id}
-        since = intent.intent_at - CLOCK_SKEW
+        earliest = intent.intent_at - CLOCK_SKEW
+        latest = intent.intent_at + timedelta(seconds=self.create_timeout) + CLOCK_SKEW
         candidates = []
         async for batch in self.client.messages.batches.list(limit=100):
-            if batch.created_at < since:
+            if batch.created_at < earliest:
                 break
-            counts = batch.request_counts
-            total = (counts.processing + counts.succeeded + counts.errored + counts.canceled
-                     + counts.expired)
-            if total == intent.requests and batch.id not in owned:
+            if batch.created_at <= latest and batch.id not in owned \
+                    and _total(batch) == intent.requests:
                 candidates.append(batch)
         if len(candidates) == 1:
             self.metrics.create_outcomes.labels("adopted").inc()
             log.warning("adopted batch %s for intent %s", candidates[0].id, intent.intent_id)
             return candidates[0]
         if candidates:
-            # Two unowned batches of the same size in the window: adopting either could
-            # deliver the wrong tasks. Keep the intent for an operator (issue 3 goes further).
             self.metrics.create_outcomes.labels("ambiguous").inc()
-            raise RuntimeError(f"intent {intent.intent_id}: {len(candidates)} candidate batches")
-        self.metrics.create_outcomes.labels("not_created").inc()
-        log.warning("intent %s: no batch was created; its tasks will be resubmitted",
-                    intent.intent_id)
-        return None
+            log.error("intent %s: %d candidate batches; its tasks wait until one is owned",
+                      intent.intent_id, len(candidates))
+            return "ambiguous"
+        self.metrics.create_outcomes.labels("resubmitted").inc()
+        log.warning("intent %s: no batch was created; its tasks go again", intent.intent_id)
+        return "absent"
 
     async def record(self, intent: BatchRecord, batch: MessageBatch) -> BatchRecord:
         def submitted(r: BatchRecord) -> BatchRecord | None:
@@ -144,13 +167,23 @@ class Submitter:
                                         "created_at": batch.created_at,
                                         "expires_at": batch.expires_at})
         stored = await records.transition(self.batches, intent.intent_id, submitted)
-        if stored is None:
-            raise RuntimeError(f"intent {intent.intent_id} vanished before it was recorded")
+        if stored is None or stored.batch_id != batch.id:
+            raise CreateInDoubt(f"intent {intent.intent_id} changed before it was recorded")
         return stored
 
-    async def forget(self, intent: BatchRecord) -> None:
-        await self.batches.delete(intent.intent_id)
+    async def forget(self, intent: BatchRecord, revision: int) -> bool:
+        """Drops an intent that created nothing, unless another replica resolved it meanwhile."""
+        try:
+            await self.batches.delete(intent.intent_id, last=revision)
+        except KeyWrongLastSequenceError:
+            return False
         await records.delete_manifest(self.manifests, intent.intent_id)
+        return True
+
+
+def _total(batch: MessageBatch) -> int:
+    c = batch.request_counts
+    return c.processing + c.succeeded + c.errored + c.canceled + c.expired
 
 
 def _retry_after(exc: anthropic.APIStatusError) -> float | None:

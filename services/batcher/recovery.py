@@ -1,0 +1,75 @@
+"""What earlier runs and other replicas have in flight, read back from durable state.
+
+A task message that comes back (after a crash, or an ack lost on the way) must not go into a
+second batch: if its attempt is in a recorded batch it is acknowledged; if it is in an
+intent whose create is unresolved it waits. Stale intents are settled by any replica.
+"""
+
+import logging
+from datetime import UTC, datetime, timedelta
+from time import monotonic
+
+from anthropic.types.messages import MessageBatch
+
+from services.batcher.submission import Submitter
+from shared import kv as records
+from shared.models import BatchRecord
+
+log = logging.getLogger("batchbus.batcher")
+
+REFRESH_EVERY = 1.0  # seconds; redeliveries come in bursts, one read serves them all
+
+
+class Guard:
+    def __init__(self, submitter: Submitter, stale_after: float) -> None:
+        self.submitter = submitter
+        self.stale_after = timedelta(seconds=stale_after)
+        self.skip: set[int] = set()  # stream seqs in a recorded batch, maybe not acked
+        self.hold: set[int] = set()  # stream seqs in an intent not yet resolved
+        self._manifests: dict[str, frozenset[int]] = {}
+        self._refreshed = float("-inf")
+
+    async def refresh(self, force: bool = False) -> None:
+        if not force and monotonic() - self._refreshed < REFRESH_EVERY:
+            return
+        self._refreshed = monotonic()
+        skip: set[int] = set()
+        hold: set[int] = set()
+        live = await records.all_records(self.submitter.batches)
+        for record in live:
+            if record.state == "intent":
+                hold |= await self._seqs(record)
+            elif not record.acked:
+                skip |= await self._seqs(record)
+        self.skip, self.hold = skip, hold
+        keep = {r.intent_id for r in live}
+        self._manifests = {k: v for k, v in self._manifests.items() if k in keep}
+
+    async def settle_stale(self) -> list[BatchRecord]:
+        """Resolves intents no live create can still answer; returns the adopted batches."""
+        adopted = []
+        now = datetime.now(UTC)
+        for record in await records.all_records(self.submitter.batches):
+            if record.state != "intent" or now - record.intent_at < self.stale_after:
+                continue
+            found = await records.read_record(self.submitter.batches, record.intent_id)
+            if found is None or found[0].state != "intent":
+                continue
+            resolution = await self.submitter.resolve(record)
+            if isinstance(resolution, MessageBatch):
+                adopted.append(await self.submitter.record(record, resolution))
+            elif resolution == "absent":
+                await self._forget(record, found[1])
+        if adopted:
+            await self.refresh(force=True)
+        return adopted
+
+    async def _forget(self, record: BatchRecord, revision: int) -> None:
+        if await self.submitter.forget(record, revision):
+            log.warning("stale intent %s created nothing; its tasks go again", record.intent_id)
+
+    async def _seqs(self, record: BatchRecord) -> frozenset[int]:
+        if record.intent_id not in self._manifests:
+            manifest = await records.get_manifest(self.submitter.manifests, record.intent_id)
+            self._manifests[record.intent_id] = frozenset(e.accepted_seq for e in manifest)
+        return self._manifests[record.intent_id]
