@@ -16,8 +16,16 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/python -m launcher.demo
 
-test: install lint
+test: install lint tools
 	$(BIN)/pytest
+
+# promtool and prometheus (Debian's `prometheus` package) for the monitoring tests; needs
+# root, as on CI. The package's service is not started: policy-rc.d denies it here.
+.PHONY: tools
+tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
 lint: install
 	$(BIN)/ruff check .

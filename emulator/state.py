@@ -80,7 +80,7 @@ class EmulatorState:
                 plans=plans,
                 usage_override=config.usage_override,
             )
-            self.store.add(batch)
+            self.store.add(batch, body_bytes=len(raw))
         return batch
 
     def cancel(self, batch_id: str) -> Batch:

@@ -19,12 +19,14 @@ class CreateRecord:
     created_at: float
     custom_ids: list[str]
     params_hashes: list[str]
+    body_bytes: int
 
     def to_json(self) -> dict[str, Any]:
         return {
             "batch_id": self.batch_id,
             "created_at": rfc3339(self.created_at),
             "request_count": len(self.custom_ids),
+            "body_bytes": self.body_bytes,
             "requests": [
                 {"custom_id": custom_id, "params_hash": digest}
                 for custom_id, digest in zip(self.custom_ids, self.params_hashes, strict=True)
@@ -41,12 +43,12 @@ class Store:
         self.order: list[str] = []
         self.creates: list[CreateRecord] = []
 
-    def add(self, batch: Batch) -> None:
+    def add(self, batch: Batch, body_bytes: int) -> None:
         with self.lock:
             self.batches[batch.id] = batch
             self.order.append(batch.id)
             self.creates.append(
-                CreateRecord(batch.id, batch.created_at, batch.custom_ids, batch.hashes)
+                CreateRecord(batch.id, batch.created_at, batch.custom_ids, batch.hashes, body_bytes)
             )
 
     def get(self, batch_id: str) -> Batch:

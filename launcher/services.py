@@ -28,13 +28,24 @@ class Service:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, **extra_env: str) -> None:
+        """Starts the process; `extra_env` applies to this run only (a failpoint, say)."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
         self.process = subprocess.Popen(
             [sys.executable, "-m", f"services.{self.name}"], cwd=ROOT,
-            env={**os.environ, **self.env, "METRICS_PORT": str(self.port)},
+            env={**os.environ, **self.env, **extra_env, "METRICS_PORT": str(self.port)},
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no acks, no goodbyes."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def wait_exit(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -73,12 +84,17 @@ class Pipeline:
     def start(self) -> "Pipeline":
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name in SERVICES:
-            service = Service(name, free_port(), self.env, self.log_dir / f"{name}.log")
-            service.start()
-            self.services[name] = service
+            self.add(name, name)
         for service in self.services.values():
             service.wait_ready()
         return self
+
+    def add(self, key: str, name: str, **extra_env: str) -> Service:
+        """Starts one more process of service `name` (a replica) under `key`."""
+        service = Service(name, free_port(), self.env, self.log_dir / f"{key}.log")
+        service.start(**extra_env)
+        self.services[key] = service
+        return service
 
     def stop(self) -> None:
         for service in self.services.values():

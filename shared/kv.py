@@ -49,6 +49,16 @@ async def transition(kv: KeyValue, key: str,
             log.debug("record %s changed under us; re-reading", key)
 
 
+async def settle(kv: KeyValue, store: ObjectStore, key: str,
+                 change: Callable[[BatchRecord], BatchRecord | None]) -> None:
+    """Applies `change`, then retires the record if its batch is delivered and its task
+    messages are all acknowledged: until both, a redelivered task must find it."""
+    record = await transition(kv, key, change)
+    if record is not None and record.state == "delivered" and record.acked:
+        await kv.delete(key)
+        await delete_manifest(store, key)
+
+
 async def all_records(kv: KeyValue) -> list[BatchRecord]:
     try:
         keys = await kv.keys()

@@ -95,7 +95,8 @@ class ManifestEntry(_Internal):
     accepted_seq: int
 
 
-BatchState = Literal["intent", "submitted", "ended"]
+# intent -> submitted -> ended -> delivered; the record goes once delivered *and* acked.
+BatchState = Literal["intent", "submitted", "ended", "delivered"]
 
 
 class BatchRecord(_Internal):

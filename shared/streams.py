@@ -51,6 +51,13 @@ async def batches_bucket(js: JetStreamContext, settings: NatsSettings) -> KeyVal
         bucket=subjects.KV_BATCHES, history=1, replicas=settings.replicas))
 
 
+async def batch_ids_bucket(js: JetStreamContext, settings: NatsSettings) -> KeyValue:
+    # Kept as long as the API keeps a batch's results (29 days), so an old batch of ours is
+    # never mistaken for the unknown outcome of a new create.
+    return await _bucket(js, KeyValueConfig(
+        bucket=subjects.KV_BATCH_IDS, history=1, ttl=30 * DAY, replicas=settings.replicas))
+
+
 async def manifests_store(js: JetStreamContext, settings: NatsSettings) -> ObjectStore:
     try:
         return await js.object_store(subjects.OBJ_MANIFESTS)

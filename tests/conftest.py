@@ -46,11 +46,18 @@ def pipeline_env(nats_url: str, emulator_url: str, **extra: str) -> dict[str, st
 
 
 @pytest.fixture(scope="module")
-def pipeline(nats_server: NatsServer, emulator: EmulatorHandle,
+def pipeline_overrides() -> dict[str, str]:
+    """Environment a test module sets for its services (fault tests shorten timeouts)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def pipeline(nats_server: NatsServer, emulator: EmulatorHandle, pipeline_overrides: dict[str, str],
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     """The four services as real processes (`python -m services.<name>`)."""
     log_dir = Path(os.environ.get("BATCHBUS_TEST_LOGS") or tmp_path_factory.mktemp("logs"))
-    running = Pipeline(pipeline_env(nats_server.url, emulator.url), log_dir).start()
+    env = pipeline_env(nats_server.url, emulator.url, **pipeline_overrides)
+    running = Pipeline(env, log_dir).start()
     yield running
     running.stop()
 

@@ -25,6 +25,7 @@ def build(settings: BatcherSettings | None = None) -> AsgiFastStream:
             # No SDK retries on create: a retried POST can create (and bill) a second batch.
             make_client(settings.anthropic, max_retries=0),
             await streams.batches_bucket(js, settings.nats),
+            await streams.batch_ids_bucket(js, settings.nats),
             await streams.manifests_store(js, settings.nats),
             metrics, settings.doubt_settle_seconds, settings.anthropic.timeout_seconds)
         return {"batcher": Collector(js, submitter, settings, metrics).run}

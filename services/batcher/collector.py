@@ -12,6 +12,7 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
+from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
 from services.batcher.batching import FlushPolicy, FlushReason, PendingBatch, custom_id, request_bytes
@@ -122,7 +123,16 @@ class Collector:
         self.last_recovery = monotonic()
         for record in await self.guard.settle_stale():
             await self._announce(record)
+        await self.guard.release_acked(await self._ack_floor())
         await self.guard.refresh(force=True)
+
+    async def _ack_floor(self) -> int:
+        """Stream seq up to which every task message has been acknowledged."""
+        try:
+            info = await self.js.consumer_info(subjects.STREAM_INTERNAL, subjects.DURABLE_BATCHER)
+        except NotFoundError:  # first start: the consumer is created right after
+            return 0
+        return info.ack_floor.stream_seq if info.ack_floor else 0
 
     async def heartbeat(self) -> None:
         if monotonic() - self.last_heartbeat < self.keep_alive_every:
@@ -173,8 +183,8 @@ class Collector:
             # The record stays `acked: false`, so whoever sees these again acks them.
             log.warning("%d acks of batch %s failed; they are guarded", failed, record.batch_id)
             return
-        await records.transition(self.submitter.batches, record.intent_id,
-                                 lambda r: r.model_copy(update={"acked": True}))
+        await records.settle(self.submitter.batches, self.submitter.manifests, record.intent_id,
+                             lambda r: r.model_copy(update={"acked": True}))
 
     def _observe(self) -> None:
         self.metrics.pending_tasks.set(len(self.pending.items))

@@ -64,6 +64,18 @@ class Guard:
             await self.refresh(force=True)
         return adopted
 
+    async def release_acked(self, ack_floor: int) -> None:
+        """Marks records acked once the consumer's ack floor has passed all their tasks
+        (they were acked by a run that died before saying so)."""
+        for record in await records.all_records(self.submitter.batches):
+            if record.state == "intent" or record.acked:
+                continue
+            seqs = await self._seqs(record)
+            if seqs and max(seqs) <= ack_floor:
+                await records.settle(self.submitter.batches, self.submitter.manifests,
+                                     record.intent_id,
+                                     lambda r: r.model_copy(update={"acked": True}))
+
     async def _forget(self, record: BatchRecord, revision: int) -> None:
         if await self.submitter.forget(record, revision):
             log.warning("stale intent %s created nothing; its tasks go again", record.intent_id)

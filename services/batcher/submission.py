@@ -15,7 +15,7 @@ import anthropic
 from anthropic import AsyncAnthropic
 from anthropic.types.messages import MessageBatch
 from nats.aio.msg import Msg
-from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
@@ -72,10 +72,12 @@ Resolution = MessageBatch | Literal["absent", "ambiguous"]
 
 
 class Submitter:
-    def __init__(self, client: AsyncAnthropic, batches: KeyValue, manifests: ObjectStore,
-                 metrics: Metrics, settle_seconds: float, create_timeout: float) -> None:
+    def __init__(self, client: AsyncAnthropic, batches: KeyValue, batch_ids: KeyValue,
+                 manifests: ObjectStore, metrics: Metrics, settle_seconds: float,
+                 create_timeout: float) -> None:
         self.client = client  # built with max_retries=0
         self.batches = batches
+        self.batch_ids = batch_ids
         self.manifests = manifests
         self.metrics = metrics
         self.settle_seconds = settle_seconds
@@ -136,15 +138,14 @@ class Submitter:
         request count, and belongs to no other record. `ambiguous` leaves the intent for a
         later look: other replicas' records shrink the candidates as they are written.
         """
-        owned = {r.batch_id for r in await records.all_records(self.batches) if r.batch_id}
         earliest = intent.intent_at - CLOCK_SKEW
         latest = intent.intent_at + timedelta(seconds=self.create_timeout) + CLOCK_SKEW
         candidates = []
         async for batch in self.client.messages.batches.list(limit=100):
             if batch.created_at < earliest:
                 break
-            if batch.created_at <= latest and batch.id not in owned \
-                    and _total(batch) == intent.requests:
+            if batch.created_at <= latest and _total(batch) == intent.requests \
+                    and await self._owner(batch.id) in (None, intent.intent_id):
                 candidates.append(batch)
         if len(candidates) == 1:
             self.metrics.create_outcomes.labels("adopted").inc()
@@ -166,10 +167,22 @@ class Submitter:
             return r.model_copy(update={"state": "submitted", "batch_id": batch.id,
                                         "created_at": batch.created_at,
                                         "expires_at": batch.expires_at})
+        try:
+            await self.batch_ids.create(batch.id, intent.intent_id.encode())
+        except KeyWrongLastSequenceError:
+            if await self._owner(batch.id) != intent.intent_id:
+                raise CreateInDoubt(f"batch {batch.id} is owned by another intent") from None
         stored = await records.transition(self.batches, intent.intent_id, submitted)
         if stored is None or stored.batch_id != batch.id:
             raise CreateInDoubt(f"intent {intent.intent_id} changed before it was recorded")
         return stored
+
+    async def _owner(self, batch_id: str) -> str | None:
+        try:
+            entry = await self.batch_ids.get(batch_id)
+        except KeyNotFoundError:
+            return None
+        return entry.value.decode() if entry.value else None
 
     async def forget(self, intent: BatchRecord, revision: int) -> bool:
         """Drops an intent that created nothing, unless another replica resolved it meanwhile."""

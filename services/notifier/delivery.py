@@ -43,7 +43,8 @@ class Delivery:
 
     async def deliver(self, ended: BatchEnded, keep_alive: Any) -> None:
         """Publishes every task's outcome; safe to repeat (results carry Nats-Msg-Ids)."""
-        if await records.read_record(self.batches, ended.intent_id) is None:
+        found = await records.read_record(self.batches, ended.intent_id)
+        if found is None or found[0].state == "delivered":
             return  # delivered by an earlier run
         manifest = {e.custom_id: e for e in
                     await records.get_manifest(self.manifests, ended.intent_id)}
@@ -60,8 +61,8 @@ class Delivery:
         for entry in manifest.values():
             await self.settle(entry, missing_result(), ended.batch_id)
         # Only now is the batch done with; a crash before this replays deduplicated results.
-        await self.batches.delete(ended.intent_id)
-        await records.delete_manifest(self.manifests, ended.intent_id)
+        await records.settle(self.batches, self.manifests, ended.intent_id,
+                             lambda r: r.model_copy(update={"state": "delivered"}))
         log.info("delivered batch %s (%d lines)", ended.batch_id, lines)
 
     async def settle(self, entry: ManifestEntry, result: dict[str, Any], batch_id: str) -> None:

@@ -1,8 +1,11 @@
 """Helpers for integration tests: make tasks, gather results with a bound."""
 
 import asyncio
+from collections import Counter
 from typing import Any
 
+from emulator.server import EmulatorHandle
+from services.batcher.batching import custom_id
 from shared.client import BatchbusClient
 from shared.models import Result
 
@@ -34,3 +37,17 @@ async def gather_results(client: BatchbusClient, expected: int,
 
     await asyncio.wait_for(read(), timeout)
     return by_task
+
+
+def submissions(emulator: EmulatorHandle) -> Counter[str]:
+    """How many batch creates each custom_id (task attempt) reached the API in."""
+    return Counter(r["custom_id"] for c in emulator.state.creates() for r in c["requests"])
+
+
+def assert_submitted_once(emulator: EmulatorHandle, tenant: str | None = None,
+                          task_ids: list[str] | None = None) -> None:
+    """No task attempt in two creates; with `task_ids`, each first attempt in exactly one."""
+    seen = submissions(emulator)
+    assert [cid for cid, n in seen.items() if n > 1] == []
+    if tenant is not None and task_ids is not None:
+        assert all(seen[custom_id(tenant, t, 1)] == 1 for t in task_ids)

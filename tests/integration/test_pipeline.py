@@ -11,15 +11,9 @@ from emulator.server import EmulatorHandle
 from launcher.services import Pipeline
 from shared import subjects
 from shared.client import BatchbusClient
-from tests.integration.helpers import gather_results, ticket
+from tests.integration.helpers import assert_submitted_once, gather_results, ticket
 
 pytestmark = pytest.mark.nats
-
-
-def assert_submitted_once(emulator: EmulatorHandle) -> None:
-    """No task attempt (custom_id) reached the API in two batch creates."""
-    submitted = [r["custom_id"] for c in emulator.state.creates() for r in c["requests"]]
-    assert len(submitted) == len(set(submitted))
 
 
 async def stored_count(url: str, subject: str) -> int:
