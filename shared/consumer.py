@@ -17,9 +17,13 @@ from nats.js.api import ConsumerConfig
 @asynccontextmanager
 async def pull(js: JetStreamContext, subject: str, durable: str, stream: str,
                config: ConsumerConfig) -> AsyncIterator[JetStreamContext.PullSubscription]:
-    """Binds to (or creates) a durable pull consumer; unsubscribes on exit so that a
-    shutdown's connection drain does not wait for an abandoned fetch."""
-    psub = await js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
+    """Creates the durable pull consumer, or updates it to `config` (nats-py's pull_subscribe
+    would keep an existing consumer's old ack_wait and limits), and binds to it. Unsubscribes
+    on exit so that a shutdown's connection drain does not wait for an abandoned fetch."""
+    config.name = config.durable_name = durable
+    config.filter_subject = subject
+    await js.add_consumer(stream, config=config)
+    psub = await js.pull_subscribe_bind(durable=durable, stream=stream)
     try:
         yield psub
     finally:
