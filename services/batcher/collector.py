@@ -114,6 +114,7 @@ class Collector:
             await self.guard.refresh(force=True)
             return
         self.refusals = 0
+        self.guard.note_recorded({i.seq for i in items})
         self.metrics.flushes.labels(reason).inc()
         await self._announce(record)
         await self._ack(items, record)

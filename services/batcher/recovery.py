@@ -1,8 +1,9 @@
 """What earlier runs and other replicas have in flight, read back from durable state.
 
-A task message that comes back (after a crash, or an ack lost on the way) must not go into a
-second batch: if its attempt is in a recorded batch it is acknowledged; if it is in an
-intent whose create is unresolved it waits. Stale intents are settled by any replica.
+A task message that comes back must not go into a second batch: after a crash, after an ack
+lost on the way, or as a stale redelivery that reached the client before its ack reached the
+server. If its attempt is in a recorded batch it is acknowledged; if it is in an intent whose
+create is unresolved it waits. Stale intents are settled by any replica.
 """
 
 import logging
@@ -24,7 +25,7 @@ class Guard:
     def __init__(self, submitter: Submitter, stale_after: float) -> None:
         self.submitter = submitter
         self.stale_after = timedelta(seconds=stale_after)
-        self.skip: set[int] = set()  # stream seqs in a recorded batch, maybe not acked
+        self.skip: set[int] = set()  # stream seqs in a recorded batch
         self.hold: set[int] = set()  # stream seqs in an intent not yet resolved
         self._manifests: dict[str, frozenset[int]] = {}
         self._refreshed = float("-inf")
@@ -39,11 +40,15 @@ class Guard:
         for record in live:
             if record.state == "intent":
                 hold |= await self._seqs(record)
-            elif not record.acked:
+            else:  # kept until delivered and acked, which outlasts any stale redelivery
                 skip |= await self._seqs(record)
         self.skip, self.hold = skip, hold
         keep = {r.intent_id for r in live}
         self._manifests = {k: v for k, v in self._manifests.items() if k in keep}
+
+    def note_recorded(self, seqs: set[int]) -> None:
+        """Our own new batch: its messages are guarded before the next read of the records."""
+        self.skip |= seqs
 
     async def settle_stale(self) -> list[BatchRecord]:
         """Resolves intents no live create can still answer; returns the adopted batches."""

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import random
 import urllib.request
 
 import pytest
@@ -114,3 +115,25 @@ async def test_batches_respect_the_request_and_byte_limits(
     assert sum(c["request_count"] for c in creates) == 160
     assert_submitted_once(emulator, tenant, [str(t["task_id"]) for t in big + small])
     assert 'batchbus_batch_flushes_total{reason="bytes"}' in metrics
+
+
+async def test_a_batcher_killed_at_a_random_moment_mid_run_pays_once(
+        pipeline: Pipeline, emulator: EmulatorHandle, nats_server: NatsServer,
+        tenant: str) -> None:
+    """Also catches stale redeliveries: copies that reach the client after their ack."""
+    batcher = pipeline.services["batcher"]
+    before = len(emulator.state.creates())
+    tasks = [ticket(i) for i in range(5000)]
+    async with BatchbusClient(nats_server.url, tenant) as client:
+        publishing = asyncio.create_task(client.publish_many(tasks))
+        deadline = asyncio.get_running_loop().time() + 60
+        while len(emulator.state.creates()) <= before:  # noqa: ASYNC110 - polls the emulator
+            assert asyncio.get_running_loop().time() < deadline, "no batch was created"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(random.uniform(0.0, 1.0))  # the random moment
+        batcher.kill()
+        batcher.start()
+        await publishing
+        results = await gather_results(client, len(tasks), timeout=180)
+    assert all(len(r) == 1 and r[0].status == "succeeded" for r in results.values())
+    assert_submitted_once(emulator, tenant, [str(t["task_id"]) for t in tasks])
