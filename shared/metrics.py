@@ -51,6 +51,8 @@ class Metrics:
         self.cost_batch = c("cost_batch_usd_total", "Spent at batch prices, USD")
         self.cost_realtime = c("cost_realtime_usd_total", "Would have spent at real-time prices")
         self.cost_saved = c("cost_saved_usd_total", "Saved by batching, USD")
+        self.result_mismatches = c("result_mismatches_total",
+                                   "Result lines whose custom_id is not in the batch's manifest")
         self.unknown_models = c("unknown_model_results_total", "Results whose model has no price")
         self.task_latency = h("task_latency_seconds", "Task published -> final result",
                               SECONDS_BUCKETS)

@@ -52,6 +52,8 @@ class Delivery:
         async for line in await self.client.messages.batches.results(ended.batch_id):
             entry = manifest.pop(line.custom_id, None)
             if entry is None:
+                # Not ours (an adopted batch that was not this intent's?): alert, never guess.
+                self.metrics.result_mismatches.inc()
                 log.error("batch %s returned unknown custom_id %s", ended.batch_id, line.custom_id)
                 continue
             await self.settle(entry, line.result.to_dict(), ended.batch_id)

@@ -3,6 +3,9 @@
 import json
 import re
 
+import pytest
+from pydantic import ValidationError
+
 from services.batcher.batching import (
     ENVELOPE_BYTES,
     FlushPolicy,
@@ -10,6 +13,7 @@ from services.batcher.batching import (
     custom_id,
     request_bytes,
 )
+from services.batcher.settings import BatcherSettings
 
 API_CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
@@ -64,3 +68,27 @@ def test_take_empties_the_batch() -> None:
     batch.add("a", 10, now=1.0)
     assert batch.take() == ["a"]
     assert batch.items == [] and batch.bytes == ENVELOPE_BYTES and batch.time_left(5.0) is None
+
+
+def test_a_window_of_100_001_requests_is_split_at_the_api_limit() -> None:
+    batch: PendingBatch[int] = PendingBatch(FlushPolicy(100_000, 256_000_000, 60.0))
+    sizes = []
+    for i in range(100_001):
+        if not batch.fits(10):
+            sizes.append(len(batch.take()))
+        batch.add(i, 10, now=0.0)
+        if batch.flush_reason(0.0) == "count":
+            sizes.append(len(batch.take()))
+    sizes.append(len(batch.take()))
+    assert sizes == [100_000, 1]
+
+
+@pytest.mark.parametrize("env", [{"BATCHER_MAX_REQUESTS": "100001"},
+                                 {"BATCHER_MAX_BYTES": str(256 * 1000 * 1000 + 1)},
+                                 {"BATCHER_INTENT_STALE_SECONDS": "60"}])
+def test_settings_beyond_the_api_limits_are_refused_at_start_up(
+        env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValidationError):
+        BatcherSettings()
