@@ -1,5 +1,6 @@
 """Typed compare-and-set access to the `batches` bucket and the manifest store."""
 
+import json
 import logging
 from collections.abc import Callable, Iterable
 
@@ -85,6 +86,16 @@ async def get_manifest(store: ObjectStore, name: str) -> list[ManifestEntry]:
         return []
     data = result.data or b""
     return [ManifestEntry.model_validate_json(line) for line in data.splitlines() if line]
+
+
+async def manifest_index(store: ObjectStore, name: str) -> dict[str, bytes]:
+    """custom_id -> the entry's JSON, parsed only when its result line comes (less memory)."""
+    result = await store.get(name)
+    index = {}
+    for line in (result.data or b"").splitlines():
+        if line:
+            index[json.loads(line)["custom_id"]] = line
+    return index
 
 
 async def delete_manifest(store: ObjectStore, name: str) -> None:

@@ -71,6 +71,15 @@ class _Internal(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Attempt(_Internal):
+    """How one earlier attempt of a task ended."""
+
+    attempt: int
+    batch_id: str
+    outcome: str  # the line's result type, or an errored line's error type
+    message: str = ""
+
+
 class AcceptedTask(_Internal):
     """A validated task attempt waiting for a batch (intake or a retry -> batcher)."""
 
@@ -80,6 +89,8 @@ class AcceptedTask(_Internal):
     params: dict[str, Any]
     metadata: dict[str, Any] = Field(default_factory=dict)
     published_at: datetime
+    not_before: datetime | None = None  # a retry waits out its back-off
+    history: list[Attempt] = Field(default_factory=list)
 
 
 class ManifestEntry(_Internal):
@@ -113,6 +124,8 @@ class BatchRecord(_Internal):
     ended_at: datetime | None = None
     # True once every task message of the batch is acknowledged to NATS.
     acked: bool = False
+    # Result lines the notifier has settled; a restarted notifier skips them.
+    lines_done: int = 0
 
 
 class BatchEnded(_Internal):
@@ -120,3 +133,16 @@ class BatchEnded(_Internal):
 
     intent_id: str
     batch_id: str
+    # False for a batch the API never ended in time: its requests count as expired.
+    results_available: bool = True
+
+
+class DeadLetter(BaseModel):
+    """A task that used up its attempts, with everything needed to look into it."""
+
+    tenant: str
+    task_id: str
+    params: dict[str, Any]
+    metadata: dict[str, Any]
+    history: list[Attempt]
+    result: Result

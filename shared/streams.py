@@ -28,6 +28,9 @@ def stream_configs(settings: NatsSettings) -> list[StreamConfig]:
         StreamConfig(name=subjects.STREAM_EVENTS, subjects=[subjects.EVENTS_ALL],
                      max_age=settings.results_max_age_seconds, duplicate_window=DAY / 12,
                      num_replicas=replicas),
+        # Kept until an operator purges them: each is a task that used up its attempts.
+        StreamConfig(name=subjects.STREAM_DEAD_LETTERS, subjects=[subjects.DEAD_LETTERS_ALL],
+                     duplicate_window=DAY / 12, num_replicas=replicas),
     ]
 
 

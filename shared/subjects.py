@@ -21,6 +21,8 @@ CANCEL_PREFIX = "batchbus.cancel"
 ACCEPTED_PREFIX = "batchbus.internal.accepted"
 ACCEPTED_ALL = f"{ACCEPTED_PREFIX}.>"
 BATCH_ENDED = "batchbus.internal.batches.ended"
+DEAD_LETTERS_PREFIX = "batchbus.deadletters"
+DEAD_LETTERS_ALL = f"{DEAD_LETTERS_PREFIX}.>"
 INTERNAL_ALL = "batchbus.internal.>"
 
 # Where a rejection goes when the task subject names no valid tenant.
@@ -31,6 +33,7 @@ STREAM_TASKS = "BATCHBUS_TASKS"
 STREAM_INTERNAL = "BATCHBUS_INTERNAL"
 STREAM_RESULTS = "BATCHBUS_RESULTS"
 STREAM_EVENTS = "BATCHBUS_EVENTS"
+STREAM_DEAD_LETTERS = "BATCHBUS_DLQ"
 
 # Durable consumers, one per service; replicas share them.
 DURABLE_INTAKE = "intake"
@@ -69,6 +72,10 @@ def batch_events(batch_id: str) -> str:
 
 def cancel(tenant: str) -> str:
     return f"{CANCEL_PREFIX}.{tenant}"
+
+
+def dead_letters(tenant: str) -> str:
+    return f"{DEAD_LETTERS_PREFIX}.{tenant}"
 
 
 def accepted(tenant: str) -> str:

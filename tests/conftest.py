@@ -41,6 +41,7 @@ def pipeline_env(nats_url: str, emulator_url: str, **extra: str) -> dict[str, st
         "POLLER_INTERVAL_SECONDS": "0.2",
         "POLLER_MAX_INTERVAL_SECONDS": "1",
         "INTAKE_MAX_TASK_BYTES": str(64 * 1024),
+        "NOTIFIER_RETRY_DELAY_SECONDS": "0.2",
         **extra,
     }
 

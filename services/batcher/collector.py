@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from time import monotonic
 from typing import Any
 
@@ -87,6 +88,10 @@ class Collector:
         except ValidationError:
             log.error("unreadable internal message at seq %s; terminating it", seq)
             await msg.term()
+            return
+        wait = (task.not_before - datetime.now(UTC)).total_seconds() if task.not_before else 0
+        if wait > 0:  # a retry still in its back-off
+            await msg.nak(delay=wait)
             return
         cid = custom_id(task.tenant, task.task_id, task.attempt)
         item = Pending(msg, task, cid, request_bytes({"custom_id": cid, "params": task.params}),

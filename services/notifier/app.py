@@ -9,6 +9,7 @@ from faststream.nats import ConsumerConfig, JStream, NatsMessage, PullSub
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
+from services.notifier.accounting import Accounting
 from services.notifier.delivery import Delivery
 from services.notifier.settings import NotifierSettings
 from shared import streams, subjects
@@ -49,7 +50,7 @@ def build(settings: NotifierSettings | None = None) -> AsgiFastStream:
             js, make_client(settings.anthropic),
             await streams.batches_bucket(js, settings.nats),
             await streams.manifests_store(js, settings.nats),
-            default_prices(), settings.max_attempts, metrics)
+            settings, Accounting(metrics, default_prices()))
         return {}
 
     return make_app(broker, registry, settings.nats, setup)

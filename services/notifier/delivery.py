@@ -1,7 +1,8 @@
 """Delivers one ended batch: every result line becomes a final Result or a retry."""
 
 import logging
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from anthropic import AsyncAnthropic
@@ -9,110 +10,126 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from services.notifier.accounting import Accounting
 from services.notifier.results import (
+    Final,
     Retry,
+    attempt_record,
     build_result,
     classify,
     last_attempt,
-    latency_seconds,
     missing_result,
+    retry_delay,
 )
+from services.notifier.settings import NotifierSettings
 from shared import kv as records
 from shared import subjects
-from shared.metrics import Metrics
-from shared.models import AcceptedTask, BatchEnded, ManifestEntry, Result
-from shared.pricing import PriceTable
+from shared.models import AcceptedTask, BatchEnded, DeadLetter, ManifestEntry
 from shared.publishing import publish_result
 
 log = logging.getLogger("batchbus.notifier")
 
-HEARTBEAT_EVERY = 500  # result lines between in_progress() calls on the handoff message
+CHECKPOINT_EVERY = 1000  # result lines between progress records (and keep-alives)
+EXPIRED = {"type": "expired"}
 
 
 class Delivery:
     def __init__(self, js: JetStreamContext, client: AsyncAnthropic, batches: KeyValue,
-                 manifests: ObjectStore, prices: PriceTable, max_attempts: int,
-                 metrics: Metrics) -> None:
+                 manifests: ObjectStore, settings: NotifierSettings,
+                 accounting: Accounting) -> None:
         self.js = js
         self.client = client
         self.batches = batches
         self.manifests = manifests
-        self.prices = prices
-        self.max_attempts = max_attempts
-        self.metrics = metrics
+        self.settings = settings
+        self.accounting = accounting
 
-    async def deliver(self, ended: BatchEnded, keep_alive: Any) -> None:
-        """Publishes every task's outcome; safe to repeat (results carry Nats-Msg-Ids)."""
+    async def deliver(self, ended: BatchEnded, keep_alive: Callable[[], Awaitable[Any]]) -> None:
+        """Settles every request of the batch; safe to repeat (results carry Nats-Msg-Ids),
+        and a repeat skips the lines an earlier run checkpointed."""
         found = await records.read_record(self.batches, ended.intent_id)
         if found is None or found[0].state == "delivered":
             return  # delivered by an earlier run
-        manifest = {e.custom_id: e for e in
-                    await records.get_manifest(self.manifests, ended.intent_id)}
+        done = found[0].lines_done
+        manifest = await records.manifest_index(self.manifests, ended.intent_id)
         lines = 0
-        async for line in await self.client.messages.batches.results(ended.batch_id):
-            entry = manifest.pop(line.custom_id, None)
-            if entry is None:
-                # Not ours (an adopted batch that was not this intent's?): alert, never guess.
-                self.metrics.result_mismatches.inc()
-                log.error("batch %s returned unknown custom_id %s", ended.batch_id, line.custom_id)
+        async for custom_id, result in self._lines(ended):
+            raw = manifest.pop(custom_id, None)
+            if raw is None:
+                self.accounting.mismatch(ended.batch_id, custom_id)
                 continue
-            await self.settle(entry, line.result.to_dict(), ended.batch_id)
             lines += 1
-            if lines % HEARTBEAT_EVERY == 0:
+            if lines > done:
+                await self.settle(ManifestEntry.model_validate_json(raw), result, ended.batch_id)
+            if lines % CHECKPOINT_EVERY == 0 and lines > done:
+                await self._checkpoint(ended.intent_id, lines)
                 await keep_alive()
-        for entry in manifest.values():
-            await self.settle(entry, missing_result(), ended.batch_id)
+        for raw in manifest.values():
+            await self.settle(ManifestEntry.model_validate_json(raw), missing_result(),
+                              ended.batch_id)
         # Only now is the batch done with; a crash before this replays deduplicated results.
         await records.settle(self.batches, self.manifests, ended.intent_id,
                              lambda r: r.model_copy(update={"state": "delivered"}))
         log.info("delivered batch %s (%d lines)", ended.batch_id, lines)
 
+    async def _lines(self, ended: BatchEnded) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """The results file as it streams in; never held whole in memory."""
+        if not ended.results_available:
+            return
+        async for line in await self.client.messages.batches.results(ended.batch_id):
+            yield line.custom_id, line.result.to_dict()
+
     async def settle(self, entry: ManifestEntry, result: dict[str, Any], batch_id: str) -> None:
-        outcome = classify(result, entry.attempt, self.max_attempts)
+        outcome = classify(result, entry.attempt, self.settings.max_attempts)
+        task = None
+        if isinstance(outcome, Retry) or (isinstance(outcome, Final) and outcome.exhausted):
+            task = await self._task(entry)
         if isinstance(outcome, Retry):
-            if await self.retry(entry, outcome):
+            if task is not None:
+                await self._retry(task, attempt_record(result, entry.attempt, batch_id), outcome)
                 return
             outcome = last_attempt(result, entry.attempt)
-        await self.publish(build_result(entry, outcome, batch_id, self.prices), entry)
+        final = build_result(entry, outcome, batch_id, self.accounting.prices)
+        msg_id = subjects.result_msg_id(final.tenant, final.task_id)
+        if not await publish_result(self.js, final, msg_id):
+            return  # a replay: counted the first time
+        self.accounting.result(final, entry)
+        if outcome.exhausted and task is not None:
+            history = [*task.history, attempt_record(result, entry.attempt, batch_id)]
+            await self._dead_letter(task, history, final)
 
-    async def retry(self, entry: ManifestEntry, retry: Retry) -> bool:
-        """Sends the next attempt back to the batcher; False if the task is gone."""
+    async def _task(self, entry: ManifestEntry) -> AcceptedTask | None:
+        """The attempt's task as the batcher got it; None if retention dropped it."""
         try:
             stored = await self.js.get_msg(subjects.STREAM_INTERNAL, entry.accepted_seq)
         except Exception:
-            log.exception("task %s/%s is no longer in the stream; not retried",
-                          entry.tenant, entry.task_id)
-            return False
-        task = AcceptedTask.model_validate_json(stored.data or b"")
-        nxt = task.model_copy(update={"attempt": entry.attempt + 1})
+            log.exception("task %s/%s is no longer in the stream", entry.tenant, entry.task_id)
+            return None
+        return AcceptedTask.model_validate_json(stored.data or b"")
+
+    async def _retry(self, task: AcceptedTask, attempt: Any, retry: Retry) -> None:
+        """Sends the next attempt back to the batcher, after its back-off."""
+        delay = retry_delay(task.attempt, self.settings.retry_delay_seconds,
+                            self.settings.retry_max_delay_seconds)
+        nxt = task.model_copy(update={
+            "attempt": task.attempt + 1, "history": [*task.history, attempt],
+            "not_before": datetime.now(UTC) + timedelta(seconds=delay)})
         await self.js.publish(
             subjects.accepted(nxt.tenant), nxt.model_dump_json().encode(),
             stream=subjects.STREAM_INTERNAL,
             headers={subjects.MSG_ID: subjects.accepted_msg_id(nxt.tenant, nxt.task_id,
                                                                 nxt.attempt)})
-        self.metrics.retries.labels(retry.reason).inc()
-        return True
+        self.accounting.retry(retry.reason)
 
-    async def publish(self, result: Result, entry: ManifestEntry) -> None:
-        msg_id = subjects.result_msg_id(result.tenant, result.task_id)
-        if not await publish_result(self.js, result, msg_id):
-            return  # a replay: counted the first time
-        self.metrics.results.labels(result.status).inc()
-        self.metrics.task_latency.observe(latency_seconds(entry, datetime.now(UTC)))
-        if result.usage is not None:
-            self._account(result, entry.model)
+    async def _dead_letter(self, task: AcceptedTask, history: list[Any], final: Any) -> None:
+        letter = DeadLetter(tenant=task.tenant, task_id=task.task_id, params=task.params,
+                            metadata=task.metadata, history=history, result=final)
+        await self.js.publish(
+            subjects.dead_letters(task.tenant), letter.model_dump_json().encode(),
+            stream=subjects.STREAM_DEAD_LETTERS,
+            headers={subjects.MSG_ID: subjects.result_msg_id(task.tenant, task.task_id)})
+        self.accounting.dead_letter()
 
-    def _account(self, result: Result, model: str) -> None:
-        usage = result.usage
-        assert usage is not None
-        for kind, value in (("input", usage.input_tokens), ("output", usage.output_tokens),
-                            ("cache_write", usage.cache_creation_input_tokens),
-                            ("cache_read", usage.cache_read_input_tokens)):
-            self.metrics.tokens.labels(kind, model).inc(value)
-        if result.cost is None:
-            self.metrics.unknown_models.inc()
-            log.warning("no price for model %s; cost of %s not counted", model, result.task_id)
-            return
-        self.metrics.cost_batch.inc(result.cost.batch_usd)
-        self.metrics.cost_realtime.inc(result.cost.realtime_usd)
-        self.metrics.cost_saved.inc(result.cost.saved_usd)
+    async def _checkpoint(self, intent_id: str, lines: int) -> None:
+        await records.transition(self.batches, intent_id, lambda r: r.model_copy(
+            update={"lines_done": lines}) if lines > r.lines_done else None)

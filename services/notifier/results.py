@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared.models import ErrorInfo, ManifestEntry, Result, Status, Usage
+from shared.models import Attempt, ErrorInfo, ManifestEntry, Result, Status, Usage
 from shared.pricing import PriceTable, TokenCounts
 
 # Error types worth another attempt as they are; any other error is the request's own fault.
@@ -17,6 +17,7 @@ class Final:
     status: Status
     message: dict[str, Any] | None = None
     error: ErrorInfo | None = None
+    exhausted: bool = False  # a retryable outcome on the last attempt: a dead letter
 
 
 @dataclass(frozen=True)
@@ -33,19 +34,36 @@ def classify(result: dict[str, Any], attempt: int, max_attempts: int) -> Final |
         inner = (result.get("error") or {}).get("error") or {}
         error = ErrorInfo(type=str(inner.get("type", "api_error")),
                           message=str(inner.get("message", "")))
-        if error.type in TRANSIENT_ERRORS and attempt < max_attempts:
+        if error.type not in TRANSIENT_ERRORS:
+            return Final("errored", error=error)
+        if attempt < max_attempts:
             return Retry(error.type)
-        return Final("errored", error=error)
+        return Final("errored", error=error, exhausted=True)
     if kind == "expired":
         if attempt < max_attempts:
             return Retry("expired")
         return Final("expired", error=ErrorInfo(
             type="expired", message=f"the batch expired before the request ran ({attempt} "
-            "attempt(s))"))
+            "attempt(s))"), exhausted=True)
     if kind == "canceled":
         return Final("canceled", error=ErrorInfo(type="canceled", message="the batch was canceled"))
     return Final("errored", error=ErrorInfo(type="api_error",
                                             message=f"unknown result type {kind!r}"))
+
+
+def attempt_record(result: dict[str, Any], attempt: int, batch_id: str) -> Attempt:
+    """How this attempt ended, for the task's history."""
+    kind = str(result.get("type"))
+    if kind == "errored":
+        inner = (result.get("error") or {}).get("error") or {}
+        return Attempt(attempt=attempt, batch_id=batch_id, outcome=str(inner.get("type")),
+                       message=str(inner.get("message", "")))
+    return Attempt(attempt=attempt, batch_id=batch_id, outcome=kind)
+
+
+def retry_delay(attempt: int, base: float, cap: float) -> float:
+    """Back-off before attempt `attempt + 1`: base, 2 x base, 4 x base ... up to cap."""
+    return min(cap, base * 2.0 ** (attempt - 1))
 
 
 def last_attempt(result: dict[str, Any], attempt: int) -> Final:

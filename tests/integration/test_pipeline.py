@@ -11,15 +11,30 @@ from emulator.server import EmulatorHandle
 from launcher.services import Pipeline
 from shared import subjects
 from shared.client import BatchbusClient
+from shared.models import DeadLetter
 from tests.integration.helpers import assert_submitted_once, gather_results, ticket
 
 pytestmark = pytest.mark.nats
 
 
-async def stored_count(url: str, subject: str) -> int:
+async def dead_letters(url: str, tenant: str, expected: int) -> list[DeadLetter]:
+    """Waits (bounded) for `expected` dead letters of the tenant, then checks there are no more."""
     nc = await nats.connect(url)
     try:
-        info = await nc.jetstream().stream_info(subjects.STREAM_RESULTS, subjects_filter=subject)
+        sub = await nc.jetstream().subscribe(subjects.dead_letters(tenant), ordered_consumer=True)
+        letters = [DeadLetter.model_validate_json((await sub.next_msg(timeout=30)).data)
+                   for _ in range(expected)]
+    finally:
+        await nc.close()
+    assert await stored_count(url, subjects.dead_letters(tenant), subjects.STREAM_DEAD_LETTERS) \
+        == expected
+    return letters
+
+
+async def stored_count(url: str, subject: str, stream: str = subjects.STREAM_RESULTS) -> int:
+    nc = await nats.connect(url)
+    try:
+        info = await nc.jetstream().stream_info(stream, subjects_filter=subject)
         return sum((info.state.subjects or {}).values())
     finally:
         await nc.close()
@@ -107,6 +122,14 @@ async def test_transient_errors_retry_and_permanent_ones_are_final(
                    "doomed": ("errored", 3)}
     assert final["broken"][0].error and final["broken"][0].error.type == "invalid_request_error"
     assert final["doomed"][0].error and final["doomed"][0].error.type == "api_error"
+    # Only the task that used up its attempts is a dead letter, with its whole history.
+    letters = await dead_letters(nats_server.url, tenant, expected=1)
+    assert [letter.task_id for letter in letters] == [tasks["doomed"]["task_id"]]
+    (letter,) = letters
+    assert [(h.attempt, h.outcome) for h in letter.history] == [
+        (1, "api_error"), (2, "api_error"), (3, "api_error")]
+    assert len({h.batch_id for h in letter.history}) == 3
+    assert letter.params == tasks["doomed"]["params"] and letter.result.status == "errored"
 
 
 async def test_the_api_being_busy_delays_tasks_but_loses_none(

@@ -4,7 +4,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.notifier.results import Final, Retry, build_result, classify, missing_result
+from services.notifier.results import (
+    Final,
+    Retry,
+    attempt_record,
+    build_result,
+    classify,
+    missing_result,
+    retry_delay,
+)
 from shared.models import ManifestEntry
 from shared.pricing import default_prices
 
@@ -32,6 +40,21 @@ def test_classify(line: dict[str, object], attempt: int, expected: object) -> No
     else:
         assert isinstance(outcome, Final) and outcome.status == expected
         assert outcome.error is not None and outcome.error.message
+
+
+def test_retryable_outcomes_on_the_last_attempt_are_dead_letters() -> None:
+    for line in (errored("overloaded_error"), {"type": "expired"}):
+        outcome = classify(line, 3, max_attempts=3)
+        assert isinstance(outcome, Final) and outcome.exhausted
+    permanent = classify(errored("invalid_request_error"), 1, max_attempts=3)
+    assert isinstance(permanent, Final) and not permanent.exhausted
+
+
+def test_history_and_back_off() -> None:
+    record = attempt_record(errored("api_error"), 2, "msgbatch_x")
+    assert (record.attempt, record.outcome, record.batch_id) == (2, "api_error", "msgbatch_x")
+    assert attempt_record({"type": "expired"}, 1, "b").outcome == "expired"
+    assert [retry_delay(a, 30, 100) for a in (1, 2, 3, 4)] == [30, 60, 100, 100]
 
 
 def test_build_result_echoes_the_task_and_prices_the_usage() -> None:
