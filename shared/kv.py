@@ -5,7 +5,6 @@ import logging
 from collections.abc import Callable, Iterable
 
 from nats.js.errors import (
-    KeyNotFoundError,
     KeyWrongLastSequenceError,
     NoKeysError,
     NotFoundError,
@@ -21,7 +20,7 @@ log = logging.getLogger("batchbus.kv")
 async def read_record(kv: KeyValue, key: str) -> tuple[BatchRecord, int] | None:
     try:
         entry = await kv.get(key)
-    except KeyNotFoundError:
+    except NotFoundError:  # never written (KeyNotFoundError) or deleted (KeyDeletedError)
         return None
     if entry.value is None:
         return None

@@ -61,6 +61,11 @@ async def batch_ids_bucket(js: JetStreamContext, settings: NatsSettings) -> KeyV
         bucket=subjects.KV_BATCH_IDS, history=1, ttl=30 * DAY, replicas=settings.replicas))
 
 
+async def leases_bucket(js: JetStreamContext, settings: NatsSettings) -> KeyValue:
+    return await _bucket(js, KeyValueConfig(
+        bucket=subjects.KV_LEASES, history=1, replicas=settings.replicas))
+
+
 async def manifests_store(js: JetStreamContext, settings: NatsSettings) -> ObjectStore:
     try:
         return await js.object_store(subjects.OBJ_MANIFESTS)

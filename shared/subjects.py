@@ -44,6 +44,8 @@ DURABLE_NOTIFIER = "notifier"
 KV_TASK_IDS = "task_ids"  # <tenant>.<task_id> -> stream sequence of the task that claimed it
 KV_BATCHES = "batches"  # <intent_id> -> BatchRecord (write-ahead state of a batch)
 KV_BATCH_IDS = "batch_ids"  # <batch_id> -> intent_id: every batch we own, kept past delivery
+KV_LEASES = "leases"  # <name> -> holder and expiry (the active poller)
+LEASE_POLLER = "poller"
 OBJ_MANIFESTS = "batch_manifests"  # <intent_id> -> JSONL of ManifestEntry
 
 MSG_ID = "Nats-Msg-Id"

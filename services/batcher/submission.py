@@ -15,7 +15,7 @@ import anthropic
 from anthropic import AsyncAnthropic
 from anthropic.types.messages import MessageBatch
 from nats.aio.msg import Msg
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
@@ -180,7 +180,7 @@ class Submitter:
     async def _owner(self, batch_id: str) -> str | None:
         try:
             entry = await self.batch_ids.get(batch_id)
-        except KeyNotFoundError:
+        except NotFoundError:
             return None
         return entry.value.decode() if entry.value else None
 

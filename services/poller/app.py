@@ -4,13 +4,13 @@ from faststream.asgi import AsgiFastStream
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
-from services.poller.polling import PollPolicy
 from services.poller.settings import PollerSettings
 from services.poller.tracker import Tracker
-from shared import streams
+from shared import streams, subjects
 from shared.anthropic_client import make_client
 from shared.app import Loop, make_app
 from shared.broker import make_broker
+from shared.lease import Lease
 from shared.metrics import Metrics
 
 
@@ -21,9 +21,10 @@ def build(settings: PollerSettings | None = None) -> AsgiFastStream:
     broker = make_broker("poller", settings.nats, registry)
 
     async def setup(js: JetStreamContext) -> dict[str, Loop]:
+        lease = Lease(await streams.leases_bucket(js, settings.nats), subjects.LEASE_POLLER,
+                      settings.lease_seconds)
         tracker = Tracker(js, make_client(settings.anthropic),
-                          await streams.batches_bucket(js, settings.nats),
-                          PollPolicy(settings.interval_seconds, settings.max_interval_seconds),
+                          await streams.batches_bucket(js, settings.nats), lease, settings,
                           metrics)
         return {"poller": tracker.run}
 

@@ -11,6 +11,11 @@ class PollerSettings(BaseSettings):
 
     interval_seconds: float = Field(10.0, gt=0)
     max_interval_seconds: float = Field(300.0, gt=0)
+    # One poller polls at a time; a standby takes over this long after it stops renewing.
+    lease_seconds: float = Field(15.0, gt=0)
+    # A batch still not ended this long after its expires_at is given up: its requests count
+    # as expired (and are retried) instead of being tracked for ever.
+    expiry_grace_seconds: float = Field(3600.0, ge=0)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     anthropic: AnthropicSettings = Field(default_factory=AnthropicSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)

@@ -2,6 +2,8 @@
 
 import asyncio
 import logging
+import random
+from datetime import UTC, datetime, timedelta
 from time import monotonic
 from typing import Literal
 
@@ -11,34 +13,47 @@ from anthropic.types.messages import MessageBatch
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from services.poller.polling import PollPolicy, Schedule
+from services.poller.polling import Completions, PollPolicy, Schedule
+from services.poller.settings import PollerSettings
 from shared import kv as records
 from shared import subjects
+from shared.lease import Lease
 from shared.metrics import Metrics
 from shared.models import BatchEnded, BatchEvent, BatchRecord
 from shared.publishing import publish_event
 
 log = logging.getLogger("batchbus.poller")
 
+COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
+
 
 class Tracker:
     def __init__(self, js: JetStreamContext, client: AsyncAnthropic, batches: KeyValue,
-                 policy: PollPolicy, metrics: Metrics) -> None:
+                 lease: Lease, settings: PollerSettings, metrics: Metrics) -> None:
         self.js = js
         self.client = client
         self.batches = batches
-        self.schedule = Schedule.empty(policy)
+        self.lease = lease
+        self.policy = PollPolicy(settings.interval_seconds, settings.max_interval_seconds)
+        self.grace = timedelta(seconds=settings.expiry_grace_seconds)
         self.metrics = metrics
+        self.schedule = Schedule()
+        self.completions = Completions()
         self.counts: dict[str, dict[str, int]] = {}
-        self.tick = min(1.0, max(0.05, policy.interval / 2))
+        self.rng = random.Random()
+        self.tick = min(1.0, max(0.05, settings.interval_seconds / 2))
 
     async def run(self) -> None:
-        while True:
-            await self.poll_due()
-            await asyncio.sleep(self.tick)  # the cadence of the schedule, not a wait for a condition
+        try:
+            while True:
+                if await self.lease.hold():  # only one replica polls; the others stand by
+                    await self.poll_due()
+                await asyncio.sleep(self.tick)  # the schedule's cadence, not a wait for a condition
+        finally:
+            await self.lease.release()
 
     async def poll_due(self) -> None:
-        # The KV bucket is the source of truth, so a restarted poller resumes every batch.
+        # The KV bucket is the source of truth, so a new or restarted poller resumes every batch.
         tracked = [r for r in await records.all_records(self.batches) if r.state == "submitted"]
         self.metrics.batches_in_flight.set(len(tracked))
         self.schedule.keep_only({r.intent_id for r in tracked})
@@ -48,46 +63,63 @@ class Tracker:
 
     async def poll(self, record: BatchRecord) -> None:
         assert record.batch_id is not None
-        self.schedule.polled(record.intent_id, monotonic())
+        previous = self.schedule.delays.get(record.intent_id)
         self.metrics.polls.inc()
         try:
             batch = await self.client.messages.batches.retrieve(record.batch_id)
-        except anthropic.APIStatusError as exc:
-            # Never a reason to give up on a batch (a fresh batch can 404 for a moment).
-            self.metrics.api_errors.labels("retrieve", str(exc.status_code)).inc()
-            log.warning("poll of %s failed: %s", record.batch_id, exc.status_code)
-            return
         except anthropic.APIError as exc:
-            self.metrics.api_errors.labels("retrieve", "connection").inc()
-            log.warning("poll of %s failed: %s", record.batch_id, exc)
+            # Never a reason to give up on a batch (a fresh batch can 404 for a moment).
+            status = str(getattr(exc, "status_code", "connection"))
+            self.metrics.api_errors.labels("retrieve", status).inc()
+            log.warning("poll of %s failed (%s); backing off", record.batch_id, status)
+            self.schedule.plan(record.intent_id, monotonic(),
+                              self.policy.after_error(previous, self.rng))
+            await self._give_up_if_overdue(record)
             return
         if batch.processing_status == "ended":
             await self.ended(record, batch)
-        elif self.counts.get(batch.id) != (counts := _counts(batch)):
+            return
+        if self.counts.get(batch.id) != (counts := _counts(batch)):
             self.counts[batch.id] = counts
             await publish_event(self.js, _event(batch, "progress"), _digest(counts))
+        age = (datetime.now(UTC) - batch.created_at).total_seconds()
+        self.schedule.plan(record.intent_id, monotonic(), self.policy.next_delay(
+            age, previous, self.completions.expected(), self.rng))
+        await self._give_up_if_overdue(record)
 
     async def ended(self, record: BatchRecord, batch: MessageBatch) -> None:
-        # Announce first, then record: a crash in between only repeats a deduplicated announce.
-        handoff = BatchEnded(intent_id=record.intent_id, batch_id=batch.id)
-        await self.js.publish(subjects.BATCH_ENDED, handoff.model_dump_json().encode(),
-                              stream=subjects.STREAM_INTERNAL,
-                              headers={subjects.MSG_ID: f"{record.intent_id}:ended"})
+        await self._hand_off(record, available=True)
         await publish_event(self.js, _event(batch, "ended"))
-        await records.transition(self.batches, record.intent_id, lambda r: r.model_copy(
-            update={"state": "ended", "ended_at": batch.ended_at}) if r.state == "submitted"
-            else None)
         if batch.ended_at is not None:
-            self.metrics.batch_duration.observe((batch.ended_at - batch.created_at).total_seconds())
-        self.schedule.forget(record.intent_id)
+            took = (batch.ended_at - batch.created_at).total_seconds()
+            self.completions.add(took)
+            self.metrics.batch_duration.observe(took)
         self.counts.pop(batch.id, None)
         log.info("batch %s ended: %s", batch.id, _counts(batch))
 
+    async def _give_up_if_overdue(self, record: BatchRecord) -> None:
+        """A batch the API has not ended long past its expiry is not tracked for ever."""
+        if record.expires_at is None or datetime.now(UTC) < record.expires_at + self.grace:
+            return
+        log.error("batch %s is past its expiry and still not ended; its requests count as "
+                  "expired", record.batch_id)
+        await self._hand_off(record, available=False)
+
+    async def _hand_off(self, record: BatchRecord, available: bool) -> None:
+        # Announce first, then record: a crash in between only repeats a deduplicated announce.
+        assert record.batch_id is not None
+        handoff = BatchEnded(intent_id=record.intent_id, batch_id=record.batch_id,
+                             results_available=available)
+        await self.js.publish(subjects.BATCH_ENDED, handoff.model_dump_json().encode(),
+                              stream=subjects.STREAM_INTERNAL,
+                              headers={subjects.MSG_ID: f"{record.intent_id}:ended"})
+        await records.transition(self.batches, record.intent_id, lambda r: r.model_copy(
+            update={"state": "ended", "ended_at": datetime.now(UTC)})
+            if r.state == "submitted" else None)
+
 
 def _counts(batch: MessageBatch) -> dict[str, int]:
-    c = batch.request_counts
-    return {"processing": c.processing, "succeeded": c.succeeded, "errored": c.errored,
-            "canceled": c.canceled, "expired": c.expired}
+    return {name: int(getattr(batch.request_counts, name)) for name in COUNTS}
 
 
 def _event(batch: MessageBatch, kind: Literal["progress", "ended"]) -> BatchEvent:
@@ -97,5 +129,4 @@ def _event(batch: MessageBatch, kind: Literal["progress", "ended"]) -> BatchEven
 
 
 def _digest(counts: dict[str, int]) -> str:
-    return "-".join(str(counts.get(k, 0)) for k in
-                    ("processing", "succeeded", "errored", "canceled", "expired"))
+    return "-".join(str(counts[k]) for k in COUNTS)

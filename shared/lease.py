@@ -1,0 +1,53 @@
+"""A lease in a KV bucket: one holder at a time, taken over when the holder stops renewing.
+
+Holders compare wall clocks, so replicas' clocks must agree to well within the lease's TTL.
+"""
+
+import json
+import time
+import uuid
+
+from nats.js.errors import KeyDeletedError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+
+
+class Lease:
+    def __init__(self, kv: KeyValue, name: str, ttl: float) -> None:
+        self.kv = kv
+        self.name = name
+        self.ttl = ttl
+        self.owner = uuid.uuid4().hex
+
+    async def hold(self) -> bool:
+        """Takes or renews the lease; False while someone else holds it."""
+        now = time.time()
+        value = json.dumps({"owner": self.owner, "until": now + self.ttl}).encode()
+        try:
+            entry = await self.kv.get(self.name)
+        except KeyDeletedError as gone:  # released: take it over from the delete marker
+            return await self._write(value, gone.entry.revision if gone.entry else None)
+        except NotFoundError:
+            return await self._write(value, None)
+        current = json.loads(entry.value or b"{}")
+        if current.get("owner") != self.owner and current.get("until", 0) > now:
+            return False
+        return await self._write(value, entry.revision)
+
+    async def release(self) -> None:
+        """Lets a standby take over at once (on a clean shutdown)."""
+        try:
+            entry = await self.kv.get(self.name)
+            if json.loads(entry.value or b"{}").get("owner") == self.owner:
+                await self.kv.delete(self.name, last=entry.revision)
+        except (NotFoundError, KeyWrongLastSequenceError):
+            pass
+
+    async def _write(self, value: bytes, revision: int | None) -> bool:
+        try:
+            if revision is None:
+                await self.kv.create(self.name, value)
+            else:
+                await self.kv.update(self.name, value, last=revision)
+        except KeyWrongLastSequenceError:
+            return False  # another replica got there first
+        return True
