@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any
@@ -49,6 +50,12 @@ class BatchbusClient:
             data = task
         await self.nc.jetstream().publish(subjects.tasks(self.tenant), data,
                                           stream=subjects.STREAM_TASKS)
+
+    async def cancel(self, task_id: str) -> None:
+        """Asks batchbus to cancel a task that has not ended; its result becomes `canceled`."""
+        await self.nc.jetstream().publish(subjects.cancel(self.tenant),
+                                          json.dumps({"task_id": task_id}).encode(),
+                                          stream=subjects.STREAM_CANCELS)
 
     async def publish_many(self, tasks: Iterable[Task | dict[str, Any]],
                            window: int = 256) -> int:

@@ -23,6 +23,7 @@ class Metrics:
         self.tasks_received = c("tasks_received_total", "Tasks read from batchbus.tasks.>")
         self.tasks_accepted = c("tasks_accepted_total", "Tasks that passed validation")
         self.tasks_rejected = c("tasks_rejected_total", "Tasks rejected, by reason", ["reason"])
+        self.cancels = c("cancels_total", "Cancel requests, by outcome", ["outcome"])
         self.tasks_deduplicated = c("tasks_deduplicated_total", "Repeated (tenant, task_id)")
         self.results = c("results_total", "Final results published, by status", ["status"])
         self.pending_tasks = g("pending_tasks", "Task attempts waiting in the batcher")

@@ -19,6 +19,9 @@ def stream_configs(settings: NatsSettings) -> list[StreamConfig]:
         StreamConfig(name=subjects.STREAM_TASKS, subjects=[subjects.TASKS_ALL],
                      max_age=settings.results_max_age_seconds, duplicate_window=DAY / 12,
                      num_replicas=replicas, discard=DiscardPolicy.NEW),
+        StreamConfig(name=subjects.STREAM_CANCELS, subjects=[subjects.CANCEL_ALL],
+                     max_age=settings.results_max_age_seconds, duplicate_window=DAY / 12,
+                     num_replicas=replicas),
         StreamConfig(name=subjects.STREAM_INTERNAL, subjects=[subjects.INTERNAL_ALL],
                      max_age=settings.internal_max_age_seconds, duplicate_window=DAY / 12,
                      num_replicas=replicas),
@@ -59,6 +62,12 @@ async def batch_ids_bucket(js: JetStreamContext, settings: NatsSettings) -> KeyV
     # never mistaken for the unknown outcome of a new create.
     return await _bucket(js, KeyValueConfig(
         bucket=subjects.KV_BATCH_IDS, history=1, ttl=30 * DAY, replicas=settings.replicas))
+
+
+async def cancels_bucket(js: JetStreamContext, settings: NatsSettings) -> KeyValue:
+    return await _bucket(js, KeyValueConfig(
+        bucket=subjects.KV_CANCELS, history=1, ttl=settings.task_ids_ttl_seconds,
+        replicas=settings.replicas))
 
 
 async def leases_bucket(js: JetStreamContext, settings: NatsSettings) -> KeyValue:

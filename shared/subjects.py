@@ -16,6 +16,7 @@ RESULTS_ALL = f"{RESULTS_PREFIX}.>"
 EVENTS_PREFIX = "batchbus.events.batches"
 EVENTS_ALL = f"{EVENTS_PREFIX}.>"
 CANCEL_PREFIX = "batchbus.cancel"
+CANCEL_ALL = f"{CANCEL_PREFIX}.>"
 
 # Internal subjects, hidden from tenants by NATS permissions.
 ACCEPTED_PREFIX = "batchbus.internal.accepted"
@@ -30,6 +31,7 @@ INVALID_TENANT = "_invalid"
 
 # Streams.
 STREAM_TASKS = "BATCHBUS_TASKS"
+STREAM_CANCELS = "BATCHBUS_CANCELS"
 STREAM_INTERNAL = "BATCHBUS_INTERNAL"
 STREAM_RESULTS = "BATCHBUS_RESULTS"
 STREAM_EVENTS = "BATCHBUS_EVENTS"
@@ -37,6 +39,7 @@ STREAM_DEAD_LETTERS = "BATCHBUS_DLQ"
 
 # Durable consumers, one per service; replicas share them.
 DURABLE_INTAKE = "intake"
+DURABLE_INTAKE_CANCELS = "intake-cancels"
 DURABLE_BATCHER = "batcher"
 DURABLE_NOTIFIER = "notifier"
 
@@ -44,6 +47,7 @@ DURABLE_NOTIFIER = "notifier"
 KV_TASK_IDS = "task_ids"  # <tenant>.<task_id> -> stream sequence of the task that claimed it
 KV_BATCHES = "batches"  # <intent_id> -> BatchRecord (write-ahead state of a batch)
 KV_BATCH_IDS = "batch_ids"  # <batch_id> -> intent_id: every batch we own, kept past delivery
+KV_CANCELS = "cancels"  # <tenant>.<task_id> -> when its owner asked to cancel it
 KV_LEASES = "leases"  # <name> -> holder and expiry (the active poller)
 LEASE_POLLER = "poller"
 OBJ_MANIFESTS = "batch_manifests"  # <intent_id> -> JSONL of ManifestEntry
@@ -84,9 +88,9 @@ def accepted(tenant: str) -> str:
     return f"{ACCEPTED_PREFIX}.{tenant}"
 
 
-def tenant_of_task_subject(subject: str) -> str | None:
-    """The tenant token of `batchbus.tasks.<tenant>`, or None if the subject has another shape."""
-    head = TASKS_PREFIX + "."
+def tenant_of_task_subject(subject: str, prefix: str = TASKS_PREFIX) -> str | None:
+    """The tenant token of `<prefix>.<tenant>`, or None if the subject has another shape."""
+    head = prefix + "."
     if not subject.startswith(head):
         return None
     tenant = subject[len(head):]

@@ -11,6 +11,7 @@ from shared import streams
 from shared.anthropic_client import make_client
 from shared.app import Loop, make_app
 from shared.broker import make_broker
+from shared.cancels import Cancels
 from shared.metrics import Metrics
 
 
@@ -28,7 +29,10 @@ def build(settings: BatcherSettings | None = None) -> AsgiFastStream:
             await streams.batch_ids_bucket(js, settings.nats),
             await streams.manifests_store(js, settings.nats),
             metrics, settings.doubt_settle_seconds, settings.anthropic.timeout_seconds)
-        return {"batcher": Collector(js, submitter, settings, metrics).run}
+        cancels = Cancels(await streams.cancels_bucket(js, settings.nats))
+        await cancels.load()
+        return {"batcher": Collector(js, submitter, cancels, settings, metrics).run,
+                "cancels": cancels.follow}
 
     return make_app(broker, registry, settings.nats, setup)
 

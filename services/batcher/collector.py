@@ -22,6 +22,7 @@ from services.batcher.settings import BatcherSettings
 from services.batcher.submission import CreateInDoubt, CreateRefused, Pending, Submitter
 from shared import consumer, subjects
 from shared import kv as records
+from shared.cancels import Cancels, publish_canceled
 from shared.metrics import Metrics
 from shared.models import AcceptedTask, BatchEvent, BatchRecord
 from shared.publishing import publish_event
@@ -30,10 +31,11 @@ log = logging.getLogger("batchbus.batcher")
 
 
 class Collector:
-    def __init__(self, js: JetStreamContext, submitter: Submitter, settings: BatcherSettings,
-                 metrics: Metrics) -> None:
+    def __init__(self, js: JetStreamContext, submitter: Submitter, cancels: Cancels,
+                 settings: BatcherSettings, metrics: Metrics) -> None:
         self.js = js
         self.submitter = submitter
+        self.cancels = cancels
         self.settings = settings
         self.metrics = metrics
         self.pending: PendingBatch[Pending] = PendingBatch(FlushPolicy(
@@ -89,6 +91,9 @@ class Collector:
             log.error("unreadable internal message at seq %s; terminating it", seq)
             await msg.term()
             return
+        if subjects.task_key(task.tenant, task.task_id) in self.cancels:
+            await self._cancel(msg, task)
+            return
         wait = (task.not_before - datetime.now(UTC)).total_seconds() if task.not_before else 0
         if wait > 0:  # a retry still in its back-off
             await msg.nak(delay=wait)
@@ -108,6 +113,15 @@ class Collector:
         # Requests that share a prompt prefix side by side (see README, prompt caching).
         items = sorted(self.pending.take(), key=lambda i: i.prefix)
         self.held.clear()
+        canceled = [i for i in items if subjects.task_key(i.task.tenant, i.task.task_id)
+                    in self.cancels]
+        if canceled:  # canceled while waiting for this batch
+            for item in canceled:
+                await self._cancel(item.msg, item.task)
+                size -= item.size
+            items = [i for i in items if i not in canceled]
+            if not items:
+                return
         try:
             async with self._kept_alive(items):
                 record = await self.submitter.submit(items, size)
@@ -161,6 +175,12 @@ class Collector:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    async def _cancel(self, msg: Msg, task: AcceptedTask) -> None:
+        if await publish_canceled(self.js, task.tenant, task.task_id, task.metadata,
+                                  task.attempt - 1):
+            self.metrics.results.labels("canceled").inc()
+        await msg.ack()
 
     async def _back_off(self, items: list[Pending], retry_after: float | None) -> None:
         """The API is busy: the tasks go back to the stream and wait; none is dropped."""

@@ -1,8 +1,10 @@
 """The intake service: `python -m services.intake` or `faststream run services.intake.app:app`."""
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from faststream.asgi import AsgiFastStream
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 from prometheus_client import CollectorRegistry
@@ -13,6 +15,7 @@ from services.intake.validation import Limits
 from shared import consumer, streams, subjects
 from shared.app import Loop, make_app
 from shared.broker import make_broker
+from shared.cancels import Cancels
 from shared.metrics import Metrics
 
 
@@ -25,19 +28,29 @@ def build(settings: IntakeSettings | None = None) -> AsgiFastStream:
     async def setup(js: JetStreamContext) -> dict[str, Loop]:
         limits = Limits(allowed_models=settings.models(), max_tokens=settings.max_tokens,
                         max_task_bytes=settings.max_task_bytes)
-        intake = TaskIntake(js, await streams.task_ids_bucket(js, settings.nats), limits,
-                            metrics)
+        cancels = Cancels(await streams.cancels_bucket(js, settings.nats))
+        await cancels.load()
+        intake = TaskIntake(js, await streams.task_ids_bucket(js, settings.nats), cancels,
+                            limits, metrics)
 
-        async def accept_tasks() -> None:
-            async with consumer.pull(
-                    js, subjects.TASKS_ALL, subjects.DURABLE_INTAKE, subjects.STREAM_TASKS,
-                    ConsumerConfig(ack_wait=30, max_deliver=-1,
-                                   max_ack_pending=4 * settings.fetch_batch)) as psub:
-                while True:
-                    msgs = await consumer.fetch(psub, settings.fetch_batch, timeout=1.0)
-                    await asyncio.gather(*(intake.handle_safely(m) for m in msgs))
+        def consume(subject: str, durable: str, stream: str,
+                    handler: Callable[[Msg], Awaitable[None]]) -> Loop:
+            async def loop() -> None:
+                async with consumer.pull(js, subject, durable, stream, ConsumerConfig(
+                        ack_wait=30, max_deliver=-1,
+                        max_ack_pending=4 * settings.fetch_batch)) as psub:
+                    while True:
+                        msgs = await consumer.fetch(psub, settings.fetch_batch, timeout=1.0)
+                        await asyncio.gather(*(intake.handle_safely(m, handler) for m in msgs))
+            return loop
 
-        return {"intake": accept_tasks}
+        return {
+            "intake": consume(subjects.TASKS_ALL, subjects.DURABLE_INTAKE,
+                              subjects.STREAM_TASKS, intake.handle),
+            "intake-cancels": consume(subjects.CANCEL_ALL, subjects.DURABLE_INTAKE_CANCELS,
+                                      subjects.STREAM_CANCELS, intake.handle_cancel),
+            "cancels": cancels.follow,
+        }
 
     return make_app(broker, registry, settings.nats, setup)
 

@@ -1,6 +1,8 @@
 """Intake: validate each task, claim its (tenant, task_id), pass it on or reject it."""
 
+import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from nats.aio.msg import Msg
@@ -10,6 +12,7 @@ from nats.js.kv import KeyValue
 
 from services.intake.validation import Limits, Rejection, validate_task
 from shared import subjects
+from shared.cancels import Cancels, publish_canceled
 from shared.metrics import Metrics
 from shared.models import AcceptedTask, ErrorInfo, Result
 from shared.publishing import publish_result
@@ -20,20 +23,38 @@ Claim = Literal["new", "redelivered", "duplicate"]
 
 
 class TaskIntake:
-    def __init__(self, js: JetStreamContext, task_ids: KeyValue, limits: Limits,
-                 metrics: Metrics) -> None:
+    def __init__(self, js: JetStreamContext, task_ids: KeyValue, cancels: Cancels,
+                 limits: Limits, metrics: Metrics) -> None:
         self.js = js
         self.task_ids = task_ids
+        self.cancels = cancels
         self.limits = limits
         self.metrics = metrics
 
-    async def handle_safely(self, msg: Msg) -> None:
+    async def handle_safely(self, msg: Msg,
+                            handler: Callable[[Msg], Awaitable[None]] | None = None) -> None:
         try:
-            await self.handle(msg)
+            await (handler or self.handle)(msg)
         except Exception:
             # Not acked: retried after a pause, never dropped and never terminated.
-            log.exception("task at stream seq %s failed; retrying", msg.metadata.sequence.stream)
+            log.exception("message at stream seq %s failed; retrying",
+                          msg.metadata.sequence.stream)
             await msg.nak(delay=2.0)
+
+    async def handle_cancel(self, msg: Msg) -> None:
+        """Records a `{"task_id": ...}` cancel request from `batchbus.cancel.<tenant>`."""
+        tenant = subjects.tenant_of_task_subject(msg.subject, subjects.CANCEL_PREFIX)
+        try:
+            task_id = json.loads(msg.data)["task_id"]
+        except (ValueError, TypeError, KeyError, RecursionError):
+            task_id = None
+        if tenant is None or not isinstance(task_id, str) or not subjects.is_token(task_id):
+            self.metrics.cancels.labels("invalid").inc()
+            log.info("ignored a malformed cancel on %s", msg.subject[:120])
+        else:
+            await self.cancels.request(tenant, task_id)
+            self.metrics.cancels.labels("requested").inc()
+        await msg.ack()
 
     async def handle(self, msg: Msg) -> None:
         """Handles one task message; acks only once its effect is stored."""
@@ -47,6 +68,9 @@ class TaskIntake:
             await self._reject(tenant, seq, outcome)
         elif await self._claim(tenant, outcome.task_id, seq) == "duplicate":
             self.metrics.tasks_deduplicated.inc()
+        elif subjects.task_key(tenant, outcome.task_id) in self.cancels:
+            if await publish_canceled(self.js, tenant, outcome.task_id, outcome.metadata, 0):
+                self.metrics.results.labels("canceled").inc()
         else:
             await self._accept(AcceptedTask(
                 tenant=tenant, task_id=outcome.task_id, params=outcome.params,

@@ -16,6 +16,7 @@ from shared import streams, subjects
 from shared.anthropic_client import make_client
 from shared.app import Loop, make_app
 from shared.broker import make_broker
+from shared.cancels import Cancels
 from shared.metrics import Metrics
 from shared.models import BatchEnded
 from shared.pricing import default_prices
@@ -46,12 +47,14 @@ def build(settings: NotifierSettings | None = None) -> AsgiFastStream:
             raise NackMessage(delay=RETRY_DELAY_SECONDS) from exc
 
     async def setup(js: JetStreamContext) -> dict[str, Loop]:
+        cancels = Cancels(await streams.cancels_bucket(js, settings.nats))
+        await cancels.load()
         state["delivery"] = Delivery(
             js, make_client(settings.anthropic),
             await streams.batches_bucket(js, settings.nats),
             await streams.manifests_store(js, settings.nats),
-            settings, Accounting(metrics, default_prices()))
-        return {}
+            cancels, settings, Accounting(metrics, default_prices()))
+        return {"cancels": cancels.follow}
 
     return make_app(broker, registry, settings.nats, setup)
 

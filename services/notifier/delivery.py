@@ -16,6 +16,7 @@ from services.notifier.results import (
     Retry,
     attempt_record,
     build_result,
+    canceled,
     classify,
     last_attempt,
     missing_result,
@@ -24,6 +25,7 @@ from services.notifier.results import (
 from services.notifier.settings import NotifierSettings
 from shared import kv as records
 from shared import subjects
+from shared.cancels import Cancels
 from shared.models import AcceptedTask, BatchEnded, DeadLetter, ManifestEntry
 from shared.publishing import publish_result
 
@@ -35,10 +37,11 @@ EXPIRED = {"type": "expired"}
 
 class Delivery:
     def __init__(self, js: JetStreamContext, client: AsyncAnthropic, batches: KeyValue,
-                 manifests: ObjectStore, settings: NotifierSettings,
+                 manifests: ObjectStore, cancels: Cancels, settings: NotifierSettings,
                  accounting: Accounting) -> None:
         self.js = js
         self.client = client
+        self.cancels = cancels
         self.batches = batches
         self.manifests = manifests
         self.settings = settings
@@ -81,6 +84,8 @@ class Delivery:
 
     async def settle(self, entry: ManifestEntry, result: dict[str, Any], batch_id: str) -> None:
         outcome = classify(result, entry.attempt, self.settings.max_attempts)
+        if subjects.task_key(entry.tenant, entry.task_id) in self.cancels:
+            outcome = canceled(result)
         task = None
         if isinstance(outcome, Retry) or (isinstance(outcome, Final) and outcome.exhausted):
             task = await self._task(entry)

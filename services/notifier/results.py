@@ -51,6 +51,14 @@ def classify(result: dict[str, Any], attempt: int, max_attempts: int) -> Final |
                                             message=f"unknown result type {kind!r}"))
 
 
+def canceled(result: dict[str, Any]) -> Final:
+    """The owner canceled the task: final, with the usage of a request that ran anyway."""
+    message = result.get("message") if result.get("type") == "succeeded" else None
+    return Final("canceled", message=message, error=ErrorInfo(
+        type="canceled", message="canceled at the owner's request"
+        + (" after the request had run" if message else "")))
+
+
 def attempt_record(result: dict[str, Any], attempt: int, batch_id: str) -> Attempt:
     """How this attempt ended, for the task's history."""
     kind = str(result.get("type"))

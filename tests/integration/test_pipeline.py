@@ -99,7 +99,7 @@ async def test_the_cost_example_adds_up_exactly(
     emulator.configure(usage_override=None)
 
 
-async def test_transient_errors_retry_and_permanent_ones_are_final(
+async def test_mixed_outcomes_end_with_the_right_status_and_attempts(
         pipeline: Pipeline, emulator: EmulatorHandle, nats_server, tenant: str) -> None:
     def directive(text: str) -> dict[str, str]:
         return {"user_id": text}
@@ -110,6 +110,7 @@ async def test_transient_errors_retry_and_permanent_ones_are_final(
         "broken": ticket(2, metadata=directive("emulate:errored:invalid_request_error")),
         "late": ticket(3, metadata=directive("emulate:expired:first=1")),
         "doomed": ticket(4, metadata=directive("emulate:errored:api_error")),
+        "stopped": ticket(5, metadata=directive("emulate:canceled")),
     }
     async with BatchbusClient(nats_server.url, tenant) as client:
         await client.publish_many(tasks.values())
@@ -119,7 +120,7 @@ async def test_transient_errors_retry_and_permanent_ones_are_final(
     got = {name: (r[0].status, r[0].attempts) for name, r in final.items()}
     assert got == {"ok": ("succeeded", 1), "flaky": ("succeeded", 2),
                    "broken": ("errored", 1), "late": ("succeeded", 2),
-                   "doomed": ("errored", 3)}
+                   "doomed": ("errored", 3), "stopped": ("canceled", 1)}
     assert final["broken"][0].error and final["broken"][0].error.type == "invalid_request_error"
     assert final["doomed"][0].error and final["doomed"][0].error.type == "api_error"
     # Only the task that used up its attempts is a dead letter, with its whole history.
