@@ -9,9 +9,10 @@ from typing import Any
 from faststream.asgi import AsgiFastStream, AsgiResponse, HttpHandler, get
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
-from prometheus_client import CollectorRegistry, make_asgi_app
+from prometheus_client import make_asgi_app
 
 from shared import streams
+from shared.metrics import Metrics
 from shared.settings import HttpSettings, NatsSettings
 
 log = logging.getLogger("batchbus")
@@ -61,7 +62,7 @@ class Readiness:
         return readyz
 
 
-def make_app(broker: NatsBroker, registry: CollectorRegistry, nats: NatsSettings,
+def make_app(broker: NatsBroker, metrics: Metrics, nats: NatsSettings,
              setup: Setup, *, readiness: Readiness | None = None) -> AsgiFastStream:
     """An app whose `setup` runs once NATS is connected and the streams exist, before any
     subscriber starts; the loops it returns run supervised until shutdown.
@@ -77,7 +78,7 @@ def make_app(broker: NatsBroker, registry: CollectorRegistry, nats: NatsSettings
         js = broker.connection.jetstream()
         await streams.ensure_streams(js, nats)
         for name, loop in (await setup(js)).items():
-            supervised.append(Supervised(name, loop))
+            supervised.append(Supervised(name, loop, metrics.loop_restarts.labels(name).inc))
             await supervised[-1].start()
 
     async def started() -> None:
@@ -95,7 +96,7 @@ def make_app(broker: NatsBroker, registry: CollectorRegistry, nats: NatsSettings
     return AsgiFastStream(
         broker,
         asgi_routes=[
-            ("/metrics", make_asgi_app(registry)),
+            ("/metrics", make_asgi_app(metrics.registry)),
             ("/healthz", healthz),
             ("/readyz", readiness.endpoint(broker)),
         ],
@@ -118,9 +119,10 @@ class Supervised:
     """Runs a service's main loop as a task; an unexpected error is logged and the loop restarts."""
 
     def __init__(self, name: str, loop: Callable[[], Awaitable[None]],
-                 restart_delay: float = 1.0) -> None:
+                 on_restart: Callable[[], None], restart_delay: float = 1.0) -> None:
         self.name = name
         self._loop = loop
+        self._on_restart = on_restart
         self._restart_delay = restart_delay
         self._task: asyncio.Task[None] | None = None
 
@@ -142,4 +144,5 @@ class Supervised:
                 raise
             except Exception:
                 log.exception("%s loop failed; restarting in %.1fs", self.name, self._restart_delay)
+                self._on_restart()
                 await asyncio.sleep(self._restart_delay)

@@ -20,6 +20,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         c, g, h = _factory(registry)
+        self.loop_restarts = c("loop_restarts_total", "Service loops restarted after an error",
+                               ["loop"])
         self.tasks_received = c("tasks_received_total", "Tasks read from batchbus.tasks.>")
         self.tasks_accepted = c("tasks_accepted_total", "Tasks that passed validation")
         self.tasks_rejected = c("tasks_rejected_total", "Tasks rejected, by reason", ["reason"])

@@ -7,6 +7,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from shared import subjects
+from shared.records import BatchRecords
 from shared.settings import NatsSettings
 
 DAY = 24 * 3600.0
@@ -55,6 +56,11 @@ async def task_ids_bucket(js: JetStreamContext, settings: NatsSettings) -> KeyVa
 async def batches_bucket(js: JetStreamContext, settings: NatsSettings) -> KeyValue:
     return await _bucket(js, KeyValueConfig(
         bucket=subjects.KV_BATCHES, history=1, replicas=settings.replicas))
+
+
+async def batch_records(js: JetStreamContext, settings: NatsSettings) -> BatchRecords:
+    return BatchRecords(js, await batches_bucket(js, settings),
+                        await manifests_store(js, settings))
 
 
 async def batch_ids_bucket(js: JetStreamContext, settings: NatsSettings) -> KeyValue:

@@ -96,16 +96,10 @@ ROWS = [
               [('sum by (alertname, severity) (ALERTS{alertstate="firing"})', "")],
               kind="table", width=16, height=5,
               description="From monitoring/prometheus/alerts.yml."),
-        Panel("Messages handled (faststream subscribers)",
-              [(rate("faststream_received_processed_messages_total", "app_name, status"),
-                "{{app_name}} {{status}}")], "ops"),
-        Panel("Handler duration p95",
-              [("histogram_quantile(0.95, sum by (app_name, le) (rate("
-                f"faststream_received_processed_messages_duration_seconds_bucket[{R}])))",
-                "{{app_name}}")], "s"),
-        Panel("Handler exceptions",
-              [(rate("faststream_received_processed_messages_exceptions_total",
-                     "app_name, exception_type"), "{{app_name}} {{exception_type}}")], "ops"),
+        Panel("Service loops restarted after an error",
+              [(rate("batchbus_loop_restarts_total", "job, loop"), "{{job}} {{loop}}")], "ops",
+              width=24, description="Each service's consumer and polling loops restart on an "
+              "unexpected error instead of stopping; any rate here is worth a look in the logs."),
     ]),
     Row("Throughput", [
         Panel("Tasks in", [(rate("batchbus_tasks_received_total"), "received"),

@@ -25,16 +25,15 @@ def build(settings: BatcherSettings | None = None) -> AsgiFastStream:
         submitter = Submitter(
             # No SDK retries on create: a retried POST can create (and bill) a second batch.
             make_client(settings.anthropic, max_retries=0),
-            await streams.batches_bucket(js, settings.nats),
+            await streams.batch_records(js, settings.nats),
             await streams.batch_ids_bucket(js, settings.nats),
-            await streams.manifests_store(js, settings.nats),
             metrics, settings.doubt_settle_seconds, settings.anthropic.timeout_seconds)
         cancels = Cancels(await streams.cancels_bucket(js, settings.nats))
         await cancels.load()
         return {"batcher": Collector(js, submitter, cancels, settings, metrics).run,
                 "cancels": cancels.follow}
 
-    return make_app(broker, registry, settings.nats, setup)
+    return make_app(broker, metrics, settings.nats, setup)
 
 
 settings = BatcherSettings()

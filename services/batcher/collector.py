@@ -21,7 +21,6 @@ from services.batcher.recovery import Guard
 from services.batcher.settings import BatcherSettings
 from services.batcher.submission import CreateInDoubt, CreateRefused, Pending, Submitter
 from shared import consumer, subjects
-from shared import kv as records
 from shared.cancels import Cancels, publish_canceled
 from shared.metrics import Metrics
 from shared.models import AcceptedTask, BatchEvent, BatchRecord
@@ -209,14 +208,14 @@ class Collector:
             # The record stays `acked: false`, so whoever sees these again acks them.
             log.warning("%d acks of batch %s failed; they are guarded", failed, record.batch_id)
             return
-        await records.settle(self.submitter.batches, self.submitter.manifests, record.intent_id,
-                             lambda r: r.model_copy(update={"acked": True}))
+        await self.submitter.records.settle(record.intent_id,
+                                            lambda r: r.model_copy(update={"acked": True}))
 
     def _observe(self) -> None:
         self.metrics.pending_tasks.set(len(self.pending.items))
-        left = self.pending.time_left(monotonic())
-        age = 0.0 if left is None else self.settings.max_wait_seconds - left
-        self.metrics.oldest_pending_age.set(age)
+        oldest = self.pending.items[0].task.published_at if self.pending.items else None
+        age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
+        self.metrics.oldest_pending_age.set(age)  # since the user published the task
 
 
 def _prefix(params: dict[str, Any]) -> str:

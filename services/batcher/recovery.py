@@ -13,7 +13,6 @@ from time import monotonic
 from anthropic.types.messages import MessageBatch
 
 from services.batcher.submission import Submitter
-from shared import kv as records
 from shared.models import BatchRecord
 
 log = logging.getLogger("batchbus.batcher")
@@ -36,7 +35,7 @@ class Guard:
         self._refreshed = monotonic()
         skip: set[int] = set()
         hold: set[int] = set()
-        live = await records.all_records(self.submitter.batches)
+        live = await self.submitter.records.all()
         for record in live:
             if record.state == "intent":
                 hold |= await self._seqs(record)
@@ -54,10 +53,10 @@ class Guard:
         """Resolves intents no live create can still answer; returns the adopted batches."""
         adopted = []
         now = datetime.now(UTC)
-        for record in await records.all_records(self.submitter.batches):
+        for record in await self.submitter.records.all():
             if record.state != "intent" or now - record.intent_at < self.stale_after:
                 continue
-            found = await records.read_record(self.submitter.batches, record.intent_id)
+            found = await self.submitter.records.read(record.intent_id)
             if found is None or found[0].state != "intent":
                 continue
             resolution = await self.submitter.resolve(record)
@@ -72,21 +71,20 @@ class Guard:
     async def release_acked(self, ack_floor: int) -> None:
         """Marks records acked once the consumer's ack floor has passed all their tasks
         (they were acked by a run that died before saying so)."""
-        for record in await records.all_records(self.submitter.batches):
+        for record in await self.submitter.records.all():
             if record.state == "intent" or record.acked:
                 continue
             seqs = await self._seqs(record)
             if seqs and max(seqs) <= ack_floor:
-                await records.settle(self.submitter.batches, self.submitter.manifests,
-                                     record.intent_id,
-                                     lambda r: r.model_copy(update={"acked": True}))
+                await self.submitter.records.settle(
+                    record.intent_id, lambda r: r.model_copy(update={"acked": True}))
 
     async def _forget(self, record: BatchRecord, revision: int) -> None:
-        if await self.submitter.forget(record, revision):
+        if await self.submitter.records.forget(record, revision):
             log.warning("stale intent %s created nothing; its tasks go again", record.intent_id)
 
     async def _seqs(self, record: BatchRecord) -> frozenset[int]:
         if record.intent_id not in self._manifests:
-            manifest = await records.get_manifest(self.submitter.manifests, record.intent_id)
+            manifest = await self.submitter.records.manifest(record.intent_id)
             self._manifests[record.intent_id] = frozenset(e.accepted_seq for e in manifest)
         return self._manifests[record.intent_id]

@@ -17,12 +17,11 @@ from anthropic.types.messages import MessageBatch
 from nats.aio.msg import Msg
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
-from nats.js.object_store import ObjectStore
 
 from shared import failpoints
-from shared import kv as records
 from shared.metrics import Metrics
 from shared.models import AcceptedTask, BatchRecord, ManifestEntry
+from shared.records import BatchRecords
 
 log = logging.getLogger("batchbus.batcher")
 
@@ -72,13 +71,11 @@ Resolution = MessageBatch | Literal["absent", "ambiguous"]
 
 
 class Submitter:
-    def __init__(self, client: AsyncAnthropic, batches: KeyValue, batch_ids: KeyValue,
-                 manifests: ObjectStore, metrics: Metrics, settle_seconds: float,
-                 create_timeout: float) -> None:
+    def __init__(self, client: AsyncAnthropic, records: BatchRecords, batch_ids: KeyValue,
+                 metrics: Metrics, settle_seconds: float, create_timeout: float) -> None:
         self.client = client  # built with max_retries=0
-        self.batches = batches
+        self.records = records
         self.batch_ids = batch_ids
-        self.manifests = manifests
         self.metrics = metrics
         self.settle_seconds = settle_seconds
         self.create_timeout = create_timeout
@@ -90,9 +87,7 @@ class Submitter:
         """
         intent = BatchRecord(intent_id=uuid.uuid4().hex, state="intent", requests=len(items),
                              bytes=size, intent_at=datetime.now(UTC))
-        await records.put_manifest(self.manifests, intent.intent_id,
-                                   (i.manifest_entry() for i in items))
-        revision = await self.batches.create(intent.intent_id, intent.model_dump_json().encode())
+        revision = await self.records.create(intent, (i.manifest_entry() for i in items))
         failpoints.hit("batcher.after_intent")
         batch = await self._create(intent, revision, [i.request() for i in items])
         failpoints.hit("batcher.after_create")
@@ -116,7 +111,7 @@ class Submitter:
             if exc.status_code < 500:  # the API answered: nothing was created
                 self.metrics.create_outcomes.labels("refused").inc()
                 log.warning("create refused (%s %s); tasks wait", exc.status_code, exc.type)
-                await self.forget(intent, revision)
+                await self.records.forget(intent, revision)
                 raise CreateRefused(_retry_after(exc)) from exc
             cause: Exception = exc
         except anthropic.APIError as exc:  # connection reset, timeout: outcome unknown
@@ -127,7 +122,7 @@ class Submitter:
         resolution = await self.resolve(intent)
         if isinstance(resolution, MessageBatch):
             return resolution
-        if resolution == "absent" and await self.forget(intent, revision):
+        if resolution == "absent" and await self.records.forget(intent, revision):
             raise CreateRefused(None) from cause
         raise CreateInDoubt(intent.intent_id) from cause
 
@@ -172,7 +167,7 @@ class Submitter:
         except KeyWrongLastSequenceError:
             if await self._owner(batch.id) != intent.intent_id:
                 raise CreateInDoubt(f"batch {batch.id} is owned by another intent") from None
-        stored = await records.transition(self.batches, intent.intent_id, submitted)
+        stored = await self.records.transition(intent.intent_id, submitted)
         if stored is None or stored.batch_id != batch.id:
             raise CreateInDoubt(f"intent {intent.intent_id} changed before it was recorded")
         return stored
@@ -183,15 +178,6 @@ class Submitter:
         except NotFoundError:
             return None
         return entry.value.decode() if entry.value else None
-
-    async def forget(self, intent: BatchRecord, revision: int) -> bool:
-        """Drops an intent that created nothing, unless another replica resolved it meanwhile."""
-        try:
-            await self.batches.delete(intent.intent_id, last=revision)
-        except KeyWrongLastSequenceError:
-            return False
-        await records.delete_manifest(self.manifests, intent.intent_id)
-        return True
 
 
 def _total(batch: MessageBatch) -> int:

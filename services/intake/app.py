@@ -52,7 +52,7 @@ def build(settings: IntakeSettings | None = None) -> AsgiFastStream:
             "cancels": cancels.follow,
         }
 
-    return make_app(broker, registry, settings.nats, setup)
+    return make_app(broker, metrics, settings.nats, setup)
 
 
 settings = IntakeSettings()

@@ -2,17 +2,17 @@
 
 import logging
 
-from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream
-from faststream.exceptions import NackMessage
-from faststream.nats import ConsumerConfig, JStream, NatsMessage, PullSub
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from services.notifier.accounting import Accounting
 from services.notifier.delivery import Delivery
 from services.notifier.settings import NotifierSettings
-from shared import streams, subjects
+from shared import consumer, streams, subjects
 from shared.anthropic_client import make_client
 from shared.app import Loop, make_app
 from shared.broker import make_broker
@@ -31,32 +31,43 @@ def build(settings: NotifierSettings | None = None) -> AsgiFastStream:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     broker = make_broker("notifier", settings.nats, registry)
-    state: dict[str, Delivery] = {}
-
-    @broker.subscriber(
-        subjects.BATCH_ENDED, stream=JStream(subjects.STREAM_INTERNAL, declare=False),
-        durable=subjects.DURABLE_NOTIFIER, pull_sub=PullSub(batch_size=1, timeout=1.0),
-        config=ConsumerConfig(ack_wait=300, max_deliver=-1),
-        ack_policy=AckPolicy.NACK_ON_ERROR)
-    async def deliver_results(ended: BatchEnded, msg: NatsMessage) -> None:
-        try:
-            await state["delivery"].deliver(ended, msg.in_progress)
-        except Exception as exc:
-            # A plain nak would redeliver at once; wait, and never terminate the handoff.
-            log.exception("delivery of batch %s failed; retrying", ended.batch_id)
-            raise NackMessage(delay=RETRY_DELAY_SECONDS) from exc
 
     async def setup(js: JetStreamContext) -> dict[str, Loop]:
         cancels = Cancels(await streams.cancels_bucket(js, settings.nats))
         await cancels.load()
-        state["delivery"] = Delivery(
-            js, make_client(settings.anthropic),
-            await streams.batches_bucket(js, settings.nats),
-            await streams.manifests_store(js, settings.nats),
-            cancels, settings, Accounting(metrics, default_prices()))
-        return {"cancels": cancels.follow}
+        delivery = Delivery(js, make_client(settings.anthropic),
+                            await streams.batch_records(js, settings.nats), cancels, settings,
+                            Accounting(metrics, default_prices()))
 
-    return make_app(broker, registry, settings.nats, setup)
+        async def deliver_one(msg: Msg) -> None:
+            try:
+                ended = BatchEnded.model_validate_json(msg.data)
+            except ValidationError:
+                log.error("unreadable handoff at seq %s; terminating it",
+                          msg.metadata.sequence.stream)
+                await msg.term()
+                return
+            try:
+                await delivery.deliver(ended, msg.in_progress)
+            except Exception:
+                # Never terminate a handoff: wait, and let this or another notifier retry.
+                log.exception("delivery of batch %s failed; retrying", ended.batch_id)
+                await msg.nak(delay=RETRY_DELAY_SECONDS)
+                return
+            await msg.ack_sync()
+
+        async def deliver_results() -> None:
+            async with consumer.pull(js, subjects.BATCH_ENDED, subjects.DURABLE_NOTIFIER,
+                                     subjects.STREAM_INTERNAL, ConsumerConfig(
+                                         ack_wait=settings.ack_wait_seconds,
+                                         max_deliver=-1)) as psub:
+                while True:
+                    for msg in await consumer.fetch(psub, 1, timeout=1.0):
+                        await deliver_one(msg)
+
+        return {"notifier": deliver_results, "cancels": cancels.follow}
+
+    return make_app(broker, metrics, settings.nats, setup)
 
 
 settings = NotifierSettings()

@@ -3,12 +3,11 @@
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from time import monotonic
 from typing import Any
 
 from anthropic import AsyncAnthropic
 from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
-from nats.js.object_store import ObjectStore
 
 from services.notifier.accounting import Accounting
 from services.notifier.results import (
@@ -23,39 +22,38 @@ from services.notifier.results import (
     retry_delay,
 )
 from services.notifier.settings import NotifierSettings
-from shared import kv as records
 from shared import subjects
 from shared.cancels import Cancels
 from shared.models import AcceptedTask, BatchEnded, DeadLetter, ManifestEntry
 from shared.publishing import publish_result
+from shared.records import BatchRecords
 
 log = logging.getLogger("batchbus.notifier")
 
-CHECKPOINT_EVERY = 1000  # result lines between progress records (and keep-alives)
+CHECKPOINT_EVERY = 1000  # result lines between progress records
 EXPIRED = {"type": "expired"}
 
 
 class Delivery:
-    def __init__(self, js: JetStreamContext, client: AsyncAnthropic, batches: KeyValue,
-                 manifests: ObjectStore, cancels: Cancels, settings: NotifierSettings,
-                 accounting: Accounting) -> None:
+    def __init__(self, js: JetStreamContext, client: AsyncAnthropic, records: BatchRecords,
+                 cancels: Cancels, settings: NotifierSettings, accounting: Accounting) -> None:
         self.js = js
         self.client = client
         self.cancels = cancels
-        self.batches = batches
-        self.manifests = manifests
+        self.records = records
         self.settings = settings
         self.accounting = accounting
 
     async def deliver(self, ended: BatchEnded, keep_alive: Callable[[], Awaitable[Any]]) -> None:
         """Settles every request of the batch; safe to repeat (results carry Nats-Msg-Ids),
-        and a repeat skips the lines an earlier run checkpointed."""
-        found = await records.read_record(self.batches, ended.intent_id)
+        and a repeat skips the lines an earlier run checkpointed. `keep_alive` is called
+        often enough to keep the handoff message from being redelivered meanwhile."""
+        found = await self.records.read(ended.intent_id)
         if found is None or found[0].state == "delivered":
             return  # delivered by an earlier run
         done = found[0].lines_done
-        manifest = await records.manifest_index(self.manifests, ended.intent_id)
-        lines = 0
+        manifest = await self.records.manifest_index(ended.intent_id)
+        lines, beat = 0, monotonic()
         async for custom_id, result in self._lines(ended):
             raw = manifest.pop(custom_id, None)
             if raw is None:
@@ -66,13 +64,15 @@ class Delivery:
                 await self.settle(ManifestEntry.model_validate_json(raw), result, ended.batch_id)
             if lines % CHECKPOINT_EVERY == 0 and lines > done:
                 await self._checkpoint(ended.intent_id, lines)
+            if monotonic() - beat > self.settings.ack_wait_seconds / 4:
+                beat = monotonic()
                 await keep_alive()
         for raw in manifest.values():
             await self.settle(ManifestEntry.model_validate_json(raw), missing_result(),
                               ended.batch_id)
         # Only now is the batch done with; a crash before this replays deduplicated results.
-        await records.settle(self.batches, self.manifests, ended.intent_id,
-                             lambda r: r.model_copy(update={"state": "delivered"}))
+        await self.records.settle(ended.intent_id,
+                                  lambda r: r.model_copy(update={"state": "delivered"}))
         log.info("delivered batch %s (%d lines)", ended.batch_id, lines)
 
     async def _lines(self, ended: BatchEnded) -> AsyncIterator[tuple[str, dict[str, Any]]]:
@@ -136,5 +136,5 @@ class Delivery:
         self.accounting.dead_letter()
 
     async def _checkpoint(self, intent_id: str, lines: int) -> None:
-        await records.transition(self.batches, intent_id, lambda r: r.model_copy(
+        await self.records.transition(intent_id, lambda r: r.model_copy(
             update={"lines_done": lines}) if lines > r.lines_done else None)

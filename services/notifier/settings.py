@@ -13,6 +13,8 @@ class NotifierSettings(BaseSettings):
     # A retried attempt waits this long before it is batched again, doubling per attempt.
     retry_delay_seconds: float = Field(30.0, ge=0)
     retry_max_delay_seconds: float = Field(900.0, ge=0)
+    # A notifier that dies mid-file leaves its batch to another after this long.
+    ack_wait_seconds: float = Field(300.0, ge=1)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     anthropic: AnthropicSettings = Field(default_factory=AnthropicSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)

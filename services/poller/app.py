@@ -24,11 +24,11 @@ def build(settings: PollerSettings | None = None) -> AsgiFastStream:
         lease = Lease(await streams.leases_bucket(js, settings.nats), subjects.LEASE_POLLER,
                       settings.lease_seconds)
         tracker = Tracker(js, make_client(settings.anthropic),
-                          await streams.batches_bucket(js, settings.nats), lease, settings,
+                          await streams.batch_records(js, settings.nats), lease, settings,
                           metrics)
         return {"poller": tracker.run}
 
-    return make_app(broker, registry, settings.nats, setup)
+    return make_app(broker, metrics, settings.nats, setup)
 
 
 settings = PollerSettings()

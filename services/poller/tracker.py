@@ -3,24 +3,24 @@
 import asyncio
 import logging
 import random
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from time import monotonic
-from typing import Literal
+from typing import Literal, get_args
 
 import anthropic
 from anthropic import AsyncAnthropic
 from anthropic.types.messages import MessageBatch
 from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
 
 from services.poller.polling import Completions, PollPolicy, Schedule
 from services.poller.settings import PollerSettings
-from shared import kv as records
 from shared import subjects
 from shared.lease import Lease
 from shared.metrics import Metrics
-from shared.models import BatchEnded, BatchEvent, BatchRecord
+from shared.models import BatchEnded, BatchEvent, BatchRecord, BatchState
 from shared.publishing import publish_event
+from shared.records import BatchRecords
 
 log = logging.getLogger("batchbus.poller")
 
@@ -28,11 +28,11 @@ COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
 
 
 class Tracker:
-    def __init__(self, js: JetStreamContext, client: AsyncAnthropic, batches: KeyValue,
+    def __init__(self, js: JetStreamContext, client: AsyncAnthropic, records: BatchRecords,
                  lease: Lease, settings: PollerSettings, metrics: Metrics) -> None:
         self.js = js
         self.client = client
-        self.batches = batches
+        self.records = records
         self.lease = lease
         self.policy = PollPolicy(settings.interval_seconds, settings.max_interval_seconds)
         self.grace = timedelta(seconds=settings.expiry_grace_seconds)
@@ -54,8 +54,9 @@ class Tracker:
 
     async def poll_due(self) -> None:
         # The KV bucket is the source of truth, so a new or restarted poller resumes every batch.
-        tracked = [r for r in await records.all_records(self.batches) if r.state == "submitted"]
-        self.metrics.batches_in_flight.set(len(tracked))
+        live = await self.records.all()
+        tracked = [r for r in live if r.state == "submitted"]
+        self._observe(live, tracked)
         self.schedule.keep_only({r.intent_id for r in tracked})
         for record in tracked:
             if self.schedule.is_due(record.intent_id, monotonic()):
@@ -97,6 +98,15 @@ class Tracker:
         self.counts.pop(batch.id, None)
         log.info("batch %s ended: %s", batch.id, _counts(batch))
 
+    def _observe(self, live: list[BatchRecord], tracked: list[BatchRecord]) -> None:
+        self.metrics.batches_in_flight.set(len(tracked))
+        states = Counter(r.state for r in live)
+        for state in get_args(BatchState):
+            self.metrics.batch_records.labels(state).set(states[state])
+        now = datetime.now(UTC)
+        ages = [(now - r.created_at).total_seconds() for r in tracked if r.created_at]
+        self.metrics.oldest_batch_age.set(max(ages, default=0.0))
+
     async def _give_up_if_overdue(self, record: BatchRecord) -> None:
         """A batch the API has not ended long past its expiry is not tracked for ever."""
         if record.expires_at is None or datetime.now(UTC) < record.expires_at + self.grace:
@@ -113,7 +123,7 @@ class Tracker:
         await self.js.publish(subjects.BATCH_ENDED, handoff.model_dump_json().encode(),
                               stream=subjects.STREAM_INTERNAL,
                               headers={subjects.MSG_ID: f"{record.intent_id}:ended"})
-        await records.transition(self.batches, record.intent_id, lambda r: r.model_copy(
+        await self.records.transition(record.intent_id, lambda r: r.model_copy(
             update={"state": "ended", "ended_at": datetime.now(UTC)})
             if r.state == "submitted" else None)
 

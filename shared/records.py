@@ -1,0 +1,105 @@
+"""The write-ahead state of batches: records in KV `batches` (compare-and-set) and their
+manifests in the object store `batch_manifests`, kept together in one place."""
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from shared import subjects
+from shared.models import BatchRecord, ManifestEntry
+
+log = logging.getLogger("batchbus.records")
+
+Change = Callable[[BatchRecord], BatchRecord | None]
+
+KV_STREAM = f"KV_{subjects.KV_BATCHES}"
+KV_SUBJECTS = f"$KV.{subjects.KV_BATCHES}."
+
+
+class BatchRecords:
+    def __init__(self, js: JetStreamContext, kv: KeyValue, manifests: ObjectStore) -> None:
+        self.js = js
+        self.kv = kv
+        self.manifests = manifests
+
+    async def read(self, key: str) -> tuple[BatchRecord, int] | None:
+        """The record and its revision, or None if it was never written or is deleted."""
+        try:
+            entry = await self.kv.get(key)
+        except NotFoundError:  # KeyNotFoundError and KeyDeletedError alike
+            return None
+        if entry.value is None:
+            return None
+        return BatchRecord.model_validate_json(entry.value), entry.revision or 0
+
+    async def all(self) -> list[BatchRecord]:
+        """Every live record. Keys come from the bucket's stream state: nats-py's
+        `kv.keys()` leaves a consumer behind per call, and the server refuses the 1001st."""
+        info = await self.js.stream_info(KV_STREAM, subjects_filter=KV_SUBJECTS + ">")
+        found = [await self.read(s.removeprefix(KV_SUBJECTS)) for s in info.state.subjects or {}]
+        return [f[0] for f in found if f is not None]
+
+    async def create(self, intent: BatchRecord, entries: Iterable[ManifestEntry]) -> int:
+        """Writes the manifest, then the intent; returns the intent's revision."""
+        data = b"".join(e.model_dump_json().encode() + b"\n" for e in entries)
+        await self.manifests.put(intent.intent_id, data)
+        return int(await self.kv.create(intent.intent_id, intent.model_dump_json().encode()))
+
+    async def transition(self, key: str, change: Change) -> BatchRecord | None:
+        """Applies `change` with compare-and-set, re-reading on conflict; `change` returns
+        None to leave the record as it is. None when the record does not exist."""
+        while True:
+            found = await self.read(key)
+            if found is None:
+                return None
+            record, revision = found
+            new = change(record)
+            if new is None or new == record:
+                return record
+            try:
+                await self.kv.update(key, new.model_dump_json().encode(), last=revision)
+                return new
+            except KeyWrongLastSequenceError:
+                log.debug("record %s changed under us; re-reading", key)
+
+    async def settle(self, key: str, change: Change) -> None:
+        """Applies `change`, then retires the record if its batch is delivered and its task
+        messages are all acknowledged: until both, a redelivered task must find it."""
+        record = await self.transition(key, change)
+        if record is not None and record.state == "delivered" and record.acked:
+            await self.kv.delete(key)
+            await self._delete_manifest(key)
+
+    async def forget(self, intent: BatchRecord, revision: int) -> bool:
+        """Drops an intent that created nothing, unless it changed since `revision`."""
+        try:
+            await self.kv.delete(intent.intent_id, last=revision)
+        except KeyWrongLastSequenceError:
+            return False
+        await self._delete_manifest(intent.intent_id)
+        return True
+
+    async def manifest(self, key: str) -> list[ManifestEntry]:
+        """The manifest's entries; none if it is gone (its record is being retired)."""
+        return [ManifestEntry.model_validate_json(line)
+                for line in (await self.manifest_index(key)).values()]
+
+    async def manifest_index(self, key: str) -> dict[str, bytes]:
+        """custom_id -> the entry's JSON, parsed only when its result line comes (less memory)."""
+        try:
+            result = await self.manifests.get(key)
+        except NotFoundError:  # ObjectNotFoundError included
+            return {}
+        return {json.loads(line)["custom_id"]: line
+                for line in (result.data or b"").splitlines() if line}
+
+    async def _delete_manifest(self, key: str) -> None:
+        try:
+            await self.manifests.delete(key)
+        except NotFoundError:
+            pass

@@ -1,0 +1,80 @@
+"""The back half survives kills: no result lost, none duplicated."""
+
+import asyncio
+
+import nats
+import pytest
+
+from emulator.server import EmulatorHandle
+from launcher.nats_server import NatsServer
+from launcher.services import Pipeline
+from shared import subjects
+from shared.client import BatchbusClient
+from tests.integration.helpers import assert_submitted_once, gather_results, ticket
+
+pytestmark = [pytest.mark.nats, pytest.mark.fault]
+
+
+async def stored_results(url: str, tenant: str) -> int:
+    nc = await nats.connect(url)
+    try:
+        info = await nc.jetstream().stream_info(subjects.STREAM_RESULTS,
+                                                subjects_filter=subjects.results_of(tenant))
+        return sum((info.state.subjects or {}).values())
+    finally:
+        await nc.close()
+
+
+async def test_a_poller_killed_with_batches_in_flight_loses_nothing(
+        pipeline: Pipeline, emulator: EmulatorHandle, nats_server: NatsServer,
+        tenant: str) -> None:
+    emulator.configure(processing_seconds=3.0)
+    poller = pipeline.services["poller"]
+    try:
+        before = len(emulator.state.creates())
+        tasks = [ticket(i) for i in range(300)]
+        async with BatchbusClient(nats_server.url, tenant) as client:
+            await client.publish_many(tasks)
+            async with asyncio.timeout(30):
+                while len(emulator.state.creates()) <= before:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            poller.kill()  # its lease stays held until it runs out
+            poller.start()
+            results = await gather_results(client, len(tasks), timeout=90)
+    finally:
+        emulator.configure(processing_seconds=0.5)
+    assert all(len(r) == 1 and r[0].status == "succeeded" for r in results.values())
+    assert await stored_results(nats_server.url, tenant) == len(tasks)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+async def test_a_notifier_killed_halfway_through_a_20000_line_file_resumes_exactly(
+        pipeline: Pipeline, emulator: EmulatorHandle, nats_server: NatsServer,
+        tenant: str) -> None:
+    batcher, notifier = pipeline.services["batcher"], pipeline.services["notifier"]
+    batcher.stop()  # one batch of exactly 20,000 requests: flushed by count
+    batcher.start(BATCHER_MAX_REQUESTS="20000", BATCHER_MAX_WAIT_SECONDS="120")
+    await asyncio.to_thread(batcher.wait_ready)
+    before = len(emulator.state.creates())
+    tasks = [ticket(i) for i in range(20_000)]
+    try:
+        async with BatchbusClient(nats_server.url, tenant) as client:
+            await client.publish_many(tasks)
+            seen: set[str] = set()
+            async with asyncio.timeout(180):
+                async for result in client.results():
+                    seen.add(result.task_id)
+                    if len(seen) >= 8000:  # well into the file: kill it mid-stream
+                        break
+            notifier.kill()
+            notifier.start()
+            results = await gather_results(client, len(tasks), timeout=240)
+    finally:
+        batcher.stop()
+        batcher.start()
+        await asyncio.to_thread(batcher.wait_ready)
+    assert [c["request_count"] for c in emulator.state.creates()[before:]] == [20_000]
+    assert all(len(r) == 1 and r[0].status == "succeeded" for r in results.values())
+    assert await stored_results(nats_server.url, tenant) == len(tasks)
+    assert_submitted_once(emulator, tenant, [str(t["task_id"]) for t in tasks])
