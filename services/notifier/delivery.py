@@ -67,9 +67,10 @@ class Delivery:
             if monotonic() - beat > self.settings.ack_wait_seconds / 4:
                 beat = monotonic()
                 await keep_alive()
+        # Requests the file did not mention; with no file at all, the batch ran out of time.
+        absent = missing_result() if ended.results_available else EXPIRED
         for raw in manifest.values():
-            await self.settle(ManifestEntry.model_validate_json(raw), missing_result(),
-                              ended.batch_id)
+            await self.settle(ManifestEntry.model_validate_json(raw), absent, ended.batch_id)
         # Only now is the batch done with; a crash before this replays deduplicated results.
         await self.records.settle(ended.intent_id,
                                   lambda r: r.model_copy(update={"state": "delivered"}))

@@ -1,6 +1,7 @@
 """The back half survives kills: no result lost, none duplicated."""
 
 import asyncio
+import urllib.request
 
 import nats
 import pytest
@@ -78,3 +79,41 @@ async def test_a_notifier_killed_halfway_through_a_20000_line_file_resumes_exact
     assert all(len(r) == 1 and r[0].status == "succeeded" for r in results.values())
     assert await stored_results(nats_server.url, tenant) == len(tasks)
     assert_submitted_once(emulator, tenant, [str(t["task_id"]) for t in tasks])
+
+
+async def test_two_pollers_never_poll_at_once_and_a_standby_takes_over(
+        pipeline: Pipeline, emulator: EmulatorHandle, nats_server: NatsServer,
+        tenant: str) -> None:
+    first = pipeline.services["poller"]
+    second = pipeline.add("poller-2", "poller")
+    try:
+        await asyncio.to_thread(second.wait_ready)
+        tasks = [ticket(i) for i in range(100)]
+        await run_and_check(nats_server.url, tenant, tasks)
+        polls = [await poll_calls(s.metrics_url) for s in (first, second)]
+        assert sorted(p > 0 for p in polls) == [False, True]  # exactly one of them polled
+        active = first if polls[0] else second
+        active.kill()  # the standby takes over once the lease runs out
+        await run_and_check(nats_server.url, f"{tenant}-b", [ticket(i) for i in range(100)])
+        standby = second if active is first else first
+        assert await poll_calls(standby.metrics_url) > 0
+    finally:
+        for service in (first, second):
+            service.stop()
+        del pipeline.services["poller-2"]
+        first.start()
+        await asyncio.to_thread(first.wait_ready)
+
+
+async def run_and_check(url: str, tenant: str, tasks: list[dict[str, object]]) -> None:
+    async with BatchbusClient(url, tenant) as client:
+        await client.publish_many(tasks)
+        results = await gather_results(client, len(tasks), timeout=90)
+    assert all(len(r) == 1 and r[0].status == "succeeded" for r in results.values())
+
+
+async def poll_calls(metrics_url: str) -> float:
+    text = await asyncio.to_thread(
+        lambda: urllib.request.urlopen(metrics_url, timeout=5).read().decode())
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith("batchbus_poll_calls_total"))
