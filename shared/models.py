@@ -1,5 +1,6 @@
 """Message contracts: the public Task, Result and BatchEvent, and internal messages."""
 
+import json
 from datetime import datetime
 from typing import Any, Literal
 
@@ -104,6 +105,18 @@ class ManifestEntry(_Internal):
     metadata: dict[str, Any]
     published_at: datetime
     accepted_seq: int
+
+    # Stored as a positional JSON row: a 100,000-line manifest is held in memory while its
+    # results stream in, and field names would double its size.
+    def to_row(self) -> bytes:
+        return json.dumps([self.custom_id, self.tenant, self.task_id, self.attempt, self.model,
+                           self.metadata, self.published_at.isoformat(), self.accepted_seq],
+                          separators=(",", ":")).encode()
+
+    @classmethod
+    def from_row(cls, row: bytes) -> "ManifestEntry":
+        values = json.loads(row)
+        return cls(**dict(zip(cls.model_fields, values, strict=True)))
 
 
 # intent -> submitted -> ended -> delivered; the record goes once delivered *and* acked.

@@ -50,7 +50,7 @@ KV_BATCH_IDS = "batch_ids"  # <batch_id> -> intent_id: every batch we own, kept 
 KV_CANCELS = "cancels"  # <tenant>.<task_id> -> when its owner asked to cancel it
 KV_LEASES = "leases"  # <name> -> holder and expiry (the active poller)
 LEASE_POLLER = "poller"
-OBJ_MANIFESTS = "batch_manifests"  # <intent_id> -> JSONL of ManifestEntry
+OBJ_MANIFESTS = "batch_manifests"  # <intent_id> -> ManifestEntry rows, one per line
 
 MSG_ID = "Nats-Msg-Id"
 

@@ -1,7 +1,8 @@
 """Delivers one ended batch: every result line becomes a final Result or a retry."""
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from time import monotonic
 from typing import Any
@@ -30,7 +31,8 @@ from shared.records import BatchRecords
 
 log = logging.getLogger("batchbus.notifier")
 
-CHECKPOINT_EVERY = 1000  # result lines between progress records
+CHECKPOINT_EVERY = 1024  # result lines between progress records
+WINDOW = 256  # result lines settled at once: their publishes share the round trips
 EXPIRED = {"type": "expired"}
 
 
@@ -54,6 +56,7 @@ class Delivery:
         done = found[0].lines_done
         manifest = await self.records.manifest_index(ended.intent_id)
         lines, beat = 0, monotonic()
+        window: list[Coroutine[Any, Any, None]] = []  # lines settled concurrently
         async for custom_id, result in self._lines(ended):
             raw = manifest.pop(custom_id, None)
             if raw is None:
@@ -61,16 +64,23 @@ class Delivery:
                 continue
             lines += 1
             if lines > done:
-                await self.settle(ManifestEntry.model_validate_json(raw), result, ended.batch_id)
+                window.append(self.settle(ManifestEntry.from_row(raw), result, ended.batch_id))
+            if len(window) >= WINDOW:
+                await _drain(window)
             if lines % CHECKPOINT_EVERY == 0 and lines > done:
+                await _drain(window)  # a checkpoint only ever covers settled lines
                 await self._checkpoint(ended.intent_id, lines)
             if monotonic() - beat > self.settings.ack_wait_seconds / 4:
                 beat = monotonic()
                 await keep_alive()
+        await _drain(window)
         # Requests the file did not mention; with no file at all, the batch ran out of time.
         absent = missing_result() if ended.results_available else EXPIRED
         for raw in manifest.values():
-            await self.settle(ManifestEntry.model_validate_json(raw), absent, ended.batch_id)
+            window.append(self.settle(ManifestEntry.from_row(raw), absent, ended.batch_id))
+            if len(window) >= WINDOW:
+                await _drain(window)
+        await _drain(window)
         # Only now is the batch done with; a crash before this replays deduplicated results.
         await self.records.settle(ended.intent_id,
                                   lambda r: r.model_copy(update={"state": "delivered"}))
@@ -139,3 +149,8 @@ class Delivery:
     async def _checkpoint(self, intent_id: str, lines: int) -> None:
         await self.records.transition(intent_id, lambda r: r.model_copy(
             update={"lines_done": lines}) if lines > r.lines_done else None)
+
+
+async def _drain(window: list[Coroutine[Any, Any, None]]) -> None:
+    await asyncio.gather(*window)
+    window.clear()

@@ -1,0 +1,58 @@
+"""Result delivery: time and the notifier's peak memory for one batch of N results.
+
+    .venv/bin/python -m bench.notifier_memory [--sizes 1000 100000]
+
+Each size runs on a fresh stack, so the notifier's peak memory (VmHWM) is that run's own.
+The baseline is the 1,000-result run; the target is <= 1.5x its peak for 100,000 results.
+"""
+
+import argparse
+import asyncio
+import time
+
+import nats
+
+from bench.common import peak_rss_mb, stack
+from shared import subjects
+from shared.client import BatchbusClient
+from shared.models import BatchEvent
+from tests.integration.helpers import gather_results, ticket
+
+
+async def deliver(size: int) -> tuple[float, float, float]:
+    """(peak MB before the batch ends, peak MB after delivery, seconds ended -> last result)."""
+    with stack(processing_seconds=2.0, BATCHER_MAX_REQUESTS=str(size),
+               BATCHER_MAX_WAIT_SECONDS="300", POLLER_INTERVAL_SECONDS="0.2",
+               POLLER_MAX_INTERVAL_SECONDS="0.5") as s:
+        notifier = s.pipeline.services["notifier"]
+        assert notifier.process is not None
+        ended = asyncio.get_running_loop().create_future()
+        nc = await nats.connect(s.nats.url)
+
+        async def on_event(msg: nats.aio.msg.Msg) -> None:
+            if BatchEvent.model_validate_json(msg.data).event == "ended" and not ended.done():
+                ended.set_result((time.monotonic(), peak_rss_mb(notifier.process.pid)))
+
+        await nc.subscribe(subjects.EVENTS_ALL, cb=on_event)
+        async with BatchbusClient(s.nats.url, "bench") as client:
+            await client.publish_many(ticket(i) for i in range(size))
+            await gather_results(client, size, timeout=900)
+        done = time.monotonic()
+        ended_at, before = await ended
+        after = peak_rss_mb(notifier.process.pid)
+        await nc.close()
+    return before, after, done - ended_at
+
+
+async def main(sizes: list[int]) -> None:
+    rows = [(size, *await deliver(size)) for size in sizes]
+    base = rows[0][2]
+    print(f"{'results':>8} {'peak MB idle':>13} {'peak MB':>8} {'x baseline':>11} {'seconds':>8}")
+    for size, before, after, seconds in rows:
+        print(f"{size:>8} {before:>13.1f} {after:>8.1f} {after / base:>11.2f} {seconds:>8.1f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 100_000])
+    asyncio.run(main(parser.parse_args().sizes))
