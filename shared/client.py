@@ -1,39 +1,68 @@
-"""A small Python client: publish tasks durably and read a tenant's final results."""
+"""A small Python client: publish tasks durably, submit them and wait for their final results,
+and replay a tenant's stored results."""
 
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
 import nats
 import nats.errors
 from nats.aio.client import Client
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from shared import subjects
+from shared.consumer import fetch
 from shared.models import Result, Task
+
+TaskLike = Task | dict[str, Any]
 
 
 class BatchbusClient:
-    """`async with BatchbusClient(url, tenant) as c: await c.publish(task)`."""
+    """`async with BatchbusClient(url, tenant) as c: result = await c.submit(task)`.
 
-    def __init__(self, nats_url: str, tenant: str) -> None:
+    Holds no global state and installs no signal handlers, so a web app may open one per
+    background job, or share its own NATS connection with `BatchbusClient.over(nc, tenant)`.
+    """
+
+    def __init__(self, nats_url: str, tenant: str, **connect_options: Any) -> None:
+        """Args:
+            nats_url: NATS server(s), comma separated.
+            tenant: the tenant token; tasks go to `batchbus.tasks.<tenant>`.
+            connect_options: passed to `nats.connect` (say `max_reconnect_attempts`).
+        """
         if not subjects.is_token(tenant):
             raise ValueError(f"tenant must match {subjects.TOKEN_PATTERN}")
         self.nats_url = nats_url
         self.tenant = tenant
+        self._connect_options = connect_options
         self._nc: Client | None = None
+        self._owns_connection = True
+
+    @classmethod
+    def over(cls, nc: Client, tenant: str) -> "BatchbusClient":
+        """A client on a connection the caller owns; leaving `async with` does not close it."""
+        client = cls("", tenant)
+        client._nc, client._owns_connection = nc, False
+        return client
 
     async def __aenter__(self) -> "BatchbusClient":
-        self._nc = await nats.connect(self.nats_url.split(","), name=f"client-{self.tenant}")
+        if self._nc is None:
+            self._nc = await nats.connect(self.nats_url.split(","), name=f"client-{self.tenant}",
+                                          **self._connect_options)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self._nc is not None:
+        if self._nc is not None and self._owns_connection:
             await self._nc.drain()
+            self._nc = None
 
     @property
     def nc(self) -> Client:
@@ -62,17 +91,81 @@ class BatchbusClient:
         """Publishes with up to `window` PubAcks outstanding; returns the count."""
         pending: set[asyncio.Task[None]] = set()
         count = 0
-        for task in tasks:
-            pending.add(asyncio.create_task(self.publish(task)))
-            count += 1
-            if len(pending) >= window:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for finished in done:
+        try:
+            for task in tasks:
+                pending.add(asyncio.create_task(self.publish(task)))
+                count += 1
+                if len(pending) >= window:
+                    done, pending = await asyncio.wait(pending,
+                                                       return_when=asyncio.FIRST_COMPLETED)
+                    for finished in done:
+                        finished.result()
+            if pending:
+                for finished in (await asyncio.wait(pending))[0]:
                     finished.result()
-        if pending:
-            for finished in (await asyncio.wait(pending))[0]:
-                finished.result()
+        finally:
+            for unfinished in pending:  # after a failure or a cancel, leave nothing running
+                unfinished.cancel()
         return count
+
+    async def submit(self, task: TaskLike) -> Result:
+        """Publishes `task` and returns its final result, which may take as long as a batch
+        does (up to 24 hours): bound it with `asyncio.timeout` if you need to.
+
+        A task that already has a final result is not published again; that result is
+        returned at once.
+        """
+        async with contextlib.aclosing(self.submit_many([task])) as results:
+            async for result in results:
+                return result
+        raise AssertionError("submit_many ended without a result")
+
+    async def submit_many(self, tasks: Iterable[TaskLike],
+                          window: int = 256) -> AsyncGenerator[Result, None]:
+        """Publishes `tasks` and yields each one's final result as it arrives, until every
+        task has one. Tasks that already have a final result are not published again; their
+        stored results come first. Raises ValueError before publishing anything if a task
+        id is not a valid token or appears twice.
+        """
+        wanted = self._by_subject(tasks)
+        if not wanted:
+            return
+        js = self.nc.jetstream()
+        # A rejection names the task message it rejects; one stored before this sequence
+        # answers an earlier publish (the task was fixed since), not ours.
+        tasks_before = (await js.stream_info(subjects.STREAM_TASKS)).state.last_seq
+        only = next(iter(wanted)) if len(wanted) == 1 else subjects.results_of(self.tenant)
+        # Subscribed before the look-up and the publish, so no result can fall between them.
+        sub = await js.subscribe(only, stream=subjects.STREAM_RESULTS, ordered_consumer=True,
+                                 config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW))
+        publisher: asyncio.Task[int] | None = None
+        try:
+            stored = await self._stored(js, list(wanted), tasks_before, window)
+            publisher = asyncio.create_task(self.publish_many(
+                [task for subject, task in wanted.items() if subject not in stored], window))
+            for subject, result in stored.items():
+                del wanted[subject]
+                yield result
+            while wanted:
+                msg = await _next_or_failure(sub, publisher)
+                if msg.subject in wanted and _answers(msg.data, msg.headers, self.tenant,
+                                                      tasks_before):
+                    del wanted[msg.subject]
+                    yield Result.model_validate_json(msg.data)
+            await publisher  # every task is answered; surfaces nothing but its own error
+        finally:
+            if publisher is not None and not publisher.done():
+                publisher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await publisher
+            with contextlib.suppress(nats.errors.Error):  # the connection may be draining
+                await sub.unsubscribe()
+
+    async def history(self, since: datetime | None = None) -> AsyncIterator[Result]:
+        """This tenant's stored final results (all, or stored since `since`), oldest first;
+        ends once it has read every result stored when it started."""
+        async for result in replay(self.nc.jetstream(), subjects.results_of(self.tenant), since):
+            yield result
 
     async def results(self, idle_timeout: float | None = None) -> AsyncIterator[Result]:
         """Every stored final result of this tenant, oldest first, then new ones as they come.
@@ -94,3 +187,113 @@ class BatchbusClient:
         finally:
             with contextlib.suppress(nats.errors.Error):  # the connection may be draining
                 await sub.unsubscribe()
+
+    def _by_subject(self, tasks: Iterable[TaskLike]) -> dict[str, Task]:
+        """Result subject -> task, checked before anything is published."""
+        wanted: dict[str, Task] = {}
+        for item in tasks:
+            task = item if isinstance(item, Task) else Task.model_validate(item)
+            if not subjects.is_token(task.task_id):
+                raise ValueError(f"task_id {task.task_id[:80]!r} must match "
+                                 f"{subjects.TOKEN_PATTERN}")
+            subject = subjects.results(self.tenant, task.task_id)
+            if subject in wanted:
+                raise ValueError(f"task_id {task.task_id!r} appears twice")
+            wanted[subject] = task
+        return wanted
+
+    async def _stored(self, js: JetStreamContext, wanted: list[str], tasks_before: int,
+                      window: int) -> dict[str, Result]:
+        """The final results already stored for these subjects, looked up `window` at a time."""
+        found: dict[str, Result] = {}
+        for start in range(0, len(wanted), window):
+            chunk = wanted[start:start + window]
+            answers = await asyncio.gather(*(self._stored_one(js, s, tasks_before) for s in chunk))
+            found.update((s, r) for s, r in zip(chunk, answers, strict=True) if r is not None)
+        return found
+
+    async def _stored_one(self, js: JetStreamContext, subject: str,
+                          tasks_before: int) -> Result | None:
+        try:
+            last = await js.get_last_msg(subjects.STREAM_RESULTS, subject)
+        except NotFoundError:
+            return None
+        if _answers(last.data or b"", last.headers, self.tenant, tasks_before):
+            return Result.model_validate_json(last.data or b"")
+        # The last one is a stale rejection (say of a malformed copy sent after the task
+        # succeeded); an earlier final result still answers the task.
+        seq = 1
+        while True:
+            try:
+                msg = await js.get_msg(subjects.STREAM_RESULTS, seq=seq, subject=subject,
+                                       next=True)
+            except NotFoundError:
+                return None
+            if msg.seq is None or msg.seq >= (last.seq or 0):
+                return None
+            if _answers(msg.data or b"", msg.headers, self.tenant, tasks_before):
+                return Result.model_validate_json(msg.data or b"")
+            seq = msg.seq + 1
+
+
+def _answers(data: bytes, headers: dict[str, str] | None, tenant: str, tasks_before: int) -> bool:
+    """True when a stored result is the final answer for a task we are about to publish:
+    any result but a rejection, or a rejection of a task message published after
+    `tasks_before` (its Nats-Msg-Id carries that message's stream sequence)."""
+    if json.loads(data).get("status") != "rejected":
+        return True
+    msg_id = (headers or {}).get(subjects.MSG_ID, "")
+    seq = msg_id.rpartition(":")[2]
+    return seq.isdigit() and msg_id == subjects.rejected_msg_id(tenant, int(seq)) \
+        and int(seq) > tasks_before
+
+
+async def _next_or_failure(sub: JetStreamContext.PushSubscription,
+                           publisher: asyncio.Task[int]) -> Msg:
+    """The next message; raises the publisher's error instead if publishing fails first."""
+    if publisher.done():
+        publisher.result()
+        return await sub.next_msg(timeout=None)
+    receiving = asyncio.ensure_future(sub.next_msg(timeout=None))
+    try:
+        await asyncio.wait({receiving, publisher}, return_when=asyncio.FIRST_COMPLETED)
+        if not receiving.done():
+            publisher.result()  # raises if publishing failed
+            return await receiving
+        return receiving.result()
+    finally:
+        if not receiving.done():
+            receiving.cancel()
+
+
+async def replay(js: JetStreamContext, subject: str, since: datetime | None = None,
+                 batch: int = 256) -> AsyncIterator[Result]:
+    """The results stored on `subject` (a filter such as `batchbus.results.<tenant>.>`),
+    from `since` or from the start, oldest first; ends once it has read every one that was
+    stored when it started.
+
+    An ephemeral pull consumer is used rather than an ordered push one: before its first
+    fetch it delivers nothing, so its `num_pending` says exactly how many results to read,
+    with no idle timeout standing in for "caught up".
+    """
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.ALL,
+        opt_start_time=since, ack_policy=AckPolicy.NONE, mem_storage=True, num_replicas=1,
+        inactive_threshold=60.0)  # the server drops it if we vanish mid-replay
+    psub = await js.pull_subscribe(subject, stream=subjects.STREAM_RESULTS, config=config)
+    info = await psub.consumer_info()
+    remaining = info.num_pending or 0
+    try:
+        while remaining > 0:
+            msgs = await fetch(psub, min(batch, remaining), timeout=5.0)
+            if not msgs:
+                # Results age out of the stream (max_age): fewer may be left than counted.
+                remaining = min(remaining, (await psub.consumer_info()).num_pending or 0)
+            for msg in msgs[:remaining]:
+                yield Result.model_validate_json(msg.data)
+            remaining -= len(msgs)
+    finally:
+        with contextlib.suppress(nats.errors.Error):
+            await psub.unsubscribe()
+        with contextlib.suppress(nats.errors.Error):
+            await js.delete_consumer(subjects.STREAM_RESULTS, info.name)

@@ -135,7 +135,10 @@ class Collector:
         self.guard.note_recorded({i.seq for i in items})
         self.metrics.flushes.labels(reason).inc()
         await self._announce(record)
-        await self._ack(items, record)
+        # Plain acks: a lost one brings its message back, and the guard acks it then. The
+        # record is marked acked only when the consumer's ack floor has passed all its tasks
+        # (Guard.release_acked), so it is never retired while a redelivery can still come.
+        await asyncio.gather(*(i.msg.ack() for i in items))
 
     async def recover(self) -> None:
         """Settles intents left by dead runs and learns what is in flight elsewhere."""
@@ -199,17 +202,6 @@ class Collector:
             request_counts={"processing": record.requests, "succeeded": 0, "errored": 0,
                             "canceled": 0, "expired": 0},
             created_at=record.created_at))
-
-    async def _ack(self, items: list[Pending], record: BatchRecord) -> None:
-        outcomes = await asyncio.gather(*(i.msg.ack_sync(timeout=5.0) for i in items),
-                                        return_exceptions=True)
-        failed = sum(isinstance(o, Exception) for o in outcomes)
-        if failed:
-            # The record stays `acked: false`, so whoever sees these again acks them.
-            log.warning("%d acks of batch %s failed; they are guarded", failed, record.batch_id)
-            return
-        await self.submitter.records.settle(record.intent_id,
-                                            lambda r: r.model_copy(update={"acked": True}))
 
     def _observe(self) -> None:
         self.metrics.pending_tasks.set(len(self.pending.items))

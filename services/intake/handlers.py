@@ -15,7 +15,7 @@ from shared import subjects
 from shared.cancels import Cancels, publish_canceled
 from shared.metrics import Metrics
 from shared.models import AcceptedTask, ErrorInfo, Result
-from shared.publishing import publish_result
+from shared.publishing import publish_accepted, publish_result
 
 log = logging.getLogger("batchbus.intake")
 
@@ -78,10 +78,7 @@ class TaskIntake:
         await msg.ack()
 
     async def _accept(self, task: AcceptedTask) -> None:
-        await self.js.publish(
-            subjects.accepted(task.tenant), task.model_dump_json().encode(),
-            stream=subjects.STREAM_INTERNAL,
-            headers={subjects.MSG_ID: subjects.accepted_msg_id(task.tenant, task.task_id, 1)})
+        await publish_accepted(self.js, task)
         self.metrics.tasks_accepted.inc()
 
     async def _claim(self, tenant: str, task_id: str, seq: int) -> Claim:

@@ -1,6 +1,7 @@
 """Delivers one ended batch: every result line becomes a final Result or a retry."""
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,7 @@ from services.notifier.settings import NotifierSettings
 from shared import subjects
 from shared.cancels import Cancels
 from shared.models import AcceptedTask, BatchEnded, DeadLetter, ManifestEntry
-from shared.publishing import publish_result
+from shared.publishing import publish, publish_accepted, publish_result
 from shared.records import BatchRecords
 
 log = logging.getLogger("batchbus.notifier")
@@ -87,11 +88,22 @@ class Delivery:
         log.info("delivered batch %s (%d lines)", ended.batch_id, lines)
 
     async def _lines(self, ended: BatchEnded) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """The results file as it streams in; never held whole in memory."""
+        """The results file as it streams in; never held whole in memory.
+
+        The SDK makes the call (auth, retries, the absolute results_url); the lines are read
+        from its response as plain JSON, because building the SDK's typed objects for each
+        line cost a third of the notifier's CPU. Blank lines are skipped.
+        """
         if not ended.results_available:
             return
-        async for line in await self.client.messages.batches.results(ended.batch_id):
-            yield line.custom_id, line.result.to_dict()
+        decoder = await self.client.messages.batches.results(ended.batch_id)
+        try:
+            async for text in decoder.http_response.aiter_lines():
+                if text.strip():
+                    line = json.loads(text)
+                    yield line["custom_id"], line["result"]
+        finally:
+            await decoder.close()
 
     async def settle(self, entry: ManifestEntry, result: dict[str, Any], batch_id: str) -> None:
         outcome = classify(result, entry.attempt, self.settings.max_attempts)
@@ -130,20 +142,15 @@ class Delivery:
         nxt = task.model_copy(update={
             "attempt": task.attempt + 1, "history": [*task.history, attempt],
             "not_before": datetime.now(UTC) + timedelta(seconds=delay)})
-        await self.js.publish(
-            subjects.accepted(nxt.tenant), nxt.model_dump_json().encode(),
-            stream=subjects.STREAM_INTERNAL,
-            headers={subjects.MSG_ID: subjects.accepted_msg_id(nxt.tenant, nxt.task_id,
-                                                                nxt.attempt)})
+        await publish_accepted(self.js, nxt)
         self.accounting.retry(retry.reason)
 
     async def _dead_letter(self, task: AcceptedTask, history: list[Any], final: Any) -> None:
         letter = DeadLetter(tenant=task.tenant, task_id=task.task_id, params=task.params,
                             metadata=task.metadata, history=history, result=final)
-        await self.js.publish(
-            subjects.dead_letters(task.tenant), letter.model_dump_json().encode(),
-            stream=subjects.STREAM_DEAD_LETTERS,
-            headers={subjects.MSG_ID: subjects.result_msg_id(task.tenant, task.task_id)})
+        await publish(self.js, subjects.dead_letters(task.tenant), letter,
+                      subjects.STREAM_DEAD_LETTERS,
+                      subjects.result_msg_id(task.tenant, task.task_id))
         self.accounting.dead_letter()
 
     async def _checkpoint(self, intent_id: str, lines: int) -> None:

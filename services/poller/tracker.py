@@ -19,7 +19,7 @@ from shared import subjects
 from shared.lease import Lease
 from shared.metrics import Metrics
 from shared.models import BatchEnded, BatchEvent, BatchRecord, BatchState
-from shared.publishing import publish_event
+from shared.publishing import publish, publish_event
 from shared.records import BatchRecords
 
 log = logging.getLogger("batchbus.poller")
@@ -120,9 +120,8 @@ class Tracker:
         assert record.batch_id is not None
         handoff = BatchEnded(intent_id=record.intent_id, batch_id=record.batch_id,
                              results_available=available)
-        await self.js.publish(subjects.BATCH_ENDED, handoff.model_dump_json().encode(),
-                              stream=subjects.STREAM_INTERNAL,
-                              headers={subjects.MSG_ID: f"{record.intent_id}:ended"})
+        await publish(self.js, subjects.BATCH_ENDED, handoff, subjects.STREAM_INTERNAL,
+                      f"{record.intent_id}:ended")
         await self.records.transition(record.intent_id, lambda r: r.model_copy(
             update={"state": "ended", "ended_at": datetime.now(UTC)})
             if r.state == "submitted" else None)
