@@ -2,9 +2,9 @@
 
 import subprocess
 import sys
-import threading
 from dataclasses import dataclass
 
+from launcher import processes
 from launcher.services import ROOT
 
 READY_TIMEOUT = 20.0
@@ -16,13 +16,7 @@ class EmulatorProcess:
     url: str
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        processes.stop(self.process)
 
 
 def start_emulator_process(processing_seconds: float) -> EmulatorProcess:
@@ -31,18 +25,13 @@ def start_emulator_process(processing_seconds: float) -> EmulatorProcess:
          "--processing-seconds", str(processing_seconds)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     found: list[str] = []
-    ready = threading.Event()
 
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if line.startswith("emulator listening on "):
-                found.append(line.split()[-1])
-                ready.set()
-        ready.set()
+    def ready(line: str) -> bool:
+        if line.startswith("emulator listening on "):
+            found.append(line.split()[-1])
+        return bool(found)
 
-    threading.Thread(target=read, daemon=True).start()
-    if not ready.wait(READY_TIMEOUT) or not found:
+    if not processes.wait_for_output(process.stdout, ready, READY_TIMEOUT):
         process.kill()
         raise RuntimeError("the emulator did not start")
     return EmulatorProcess(process, found[0])

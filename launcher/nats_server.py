@@ -5,9 +5,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from launcher import processes
 
 READY_TIMEOUT = 20.0
 
@@ -30,13 +31,7 @@ class NatsServer:
     store_dir: str
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        processes.stop(self.process)
 
 
 def start_nats(store_dir: str | None = None) -> NatsServer:
@@ -51,19 +46,13 @@ def start_nats(store_dir: str | None = None) -> NatsServer:
 def _wait_ready(process: subprocess.Popen[str]) -> str:
     """Reads the server log until it is ready; returns its client URL."""
     found: dict[str, str] = {}
-    ready = threading.Event()
 
-    def read() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            if m := re.search(r"client connections on (\S+):(\d+)", line):
-                found["url"] = f"nats://{m[1]}:{m[2]}"
-            if "Server is ready" in line:
-                ready.set()
-        ready.set()  # the process ended
+    def ready(line: str) -> bool:
+        if m := re.search(r"client connections on (\S+):(\d+)", line):
+            found["url"] = f"nats://{m[1]}:{m[2]}"
+        return "Server is ready" in line
 
-    threading.Thread(target=read, daemon=True).start()
-    if not ready.wait(READY_TIMEOUT) or "url" not in found or process.poll() is not None:
+    if not processes.wait_for_output(process.stderr, ready, READY_TIMEOUT) or "url" not in found:
         process.kill()
         raise RuntimeError("nats-server did not become ready")
     return found["url"]

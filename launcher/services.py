@@ -10,6 +10,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launcher import processes
+
 SERVICES = ("intake", "batcher", "poller", "notifier")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,13 +62,7 @@ class Service:
         raise RuntimeError(f"{self.name} not ready after {timeout}s; see {self.log_path}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        processes.stop(self.process)
 
     @property
     def metrics_url(self) -> str:

@@ -6,14 +6,17 @@ from faststream.nats import NatsBroker
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from prometheus_client import CollectorRegistry
 
+from shared.metrics import Metrics
 from shared.settings import NatsSettings
 
 
-def make_broker(name: str, settings: NatsSettings, registry: CollectorRegistry) -> NatsBroker:
-    return NatsBroker(
+def make_broker(name: str, settings: NatsSettings) -> tuple[NatsBroker, Metrics]:
+    """A service's broker and its metrics, which share one Prometheus registry."""
+    metrics = Metrics(CollectorRegistry())
+    broker = NatsBroker(
         settings.servers,
         name=f"batchbus-{name}",
-        middlewares=[NatsPrometheusMiddleware(registry=registry, app_name=name)],
+        middlewares=[NatsPrometheusMiddleware(registry=metrics.registry, app_name=name)],
         # faststream logs every message at the broker's level; DEBUG keeps that out of
         # INFO logs, which otherwise halve throughput.
         log_level=logging.DEBUG,
@@ -21,3 +24,4 @@ def make_broker(name: str, settings: NatsSettings, registry: CollectorRegistry) 
         max_reconnect_attempts=-1,
         graceful_timeout=15.0,
     )
+    return broker, metrics

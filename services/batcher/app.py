@@ -2,7 +2,6 @@
 
 from faststream.asgi import AsgiFastStream
 from nats.js import JetStreamContext
-from prometheus_client import CollectorRegistry
 
 from services.batcher.collector import Collector
 from services.batcher.settings import BatcherSettings
@@ -12,14 +11,11 @@ from shared.anthropic_client import make_client
 from shared.app import Loop, make_app
 from shared.broker import make_broker
 from shared.cancels import Cancels
-from shared.metrics import Metrics
 
 
 def build(settings: BatcherSettings | None = None) -> AsgiFastStream:
     settings = settings or BatcherSettings()
-    registry = CollectorRegistry()
-    metrics = Metrics(registry)
-    broker = make_broker("batcher", settings.nats, registry)
+    broker, metrics = make_broker("batcher", settings.nats)
 
     async def setup(js: JetStreamContext) -> dict[str, Loop]:
         submitter = Submitter(

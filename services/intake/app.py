@@ -7,7 +7,6 @@ from faststream.asgi import AsgiFastStream
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
-from prometheus_client import CollectorRegistry
 
 from services.intake.handlers import TaskIntake
 from services.intake.settings import IntakeSettings
@@ -16,14 +15,11 @@ from shared import consumer, streams, subjects
 from shared.app import Loop, make_app
 from shared.broker import make_broker
 from shared.cancels import Cancels
-from shared.metrics import Metrics
 
 
 def build(settings: IntakeSettings | None = None) -> AsgiFastStream:
     settings = settings or IntakeSettings()
-    registry = CollectorRegistry()
-    metrics = Metrics(registry)
-    broker = make_broker("intake", settings.nats, registry)
+    broker, metrics = make_broker("intake", settings.nats)
 
     async def setup(js: JetStreamContext) -> dict[str, Loop]:
         limits = Limits(allowed_models=settings.models(), max_tokens=settings.max_tokens,

@@ -6,7 +6,6 @@ from faststream.asgi import AsgiFastStream
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
-from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from services.notifier.accounting import Accounting
@@ -17,7 +16,6 @@ from shared.anthropic_client import make_client
 from shared.app import Loop, make_app
 from shared.broker import make_broker
 from shared.cancels import Cancels
-from shared.metrics import Metrics
 from shared.models import BatchEnded
 from shared.pricing import default_prices
 
@@ -28,9 +26,7 @@ RETRY_DELAY_SECONDS = 5.0
 
 def build(settings: NotifierSettings | None = None) -> AsgiFastStream:
     settings = settings or NotifierSettings()
-    registry = CollectorRegistry()
-    metrics = Metrics(registry)
-    broker = make_broker("notifier", settings.nats, registry)
+    broker, metrics = make_broker("notifier", settings.nats)
 
     async def setup(js: JetStreamContext) -> dict[str, Loop]:
         cancels = Cancels(await streams.cancels_bucket(js, settings.nats))

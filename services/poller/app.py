@@ -2,7 +2,6 @@
 
 from faststream.asgi import AsgiFastStream
 from nats.js import JetStreamContext
-from prometheus_client import CollectorRegistry
 
 from services.poller.settings import PollerSettings
 from services.poller.tracker import Tracker
@@ -11,14 +10,11 @@ from shared.anthropic_client import make_client
 from shared.app import Loop, make_app
 from shared.broker import make_broker
 from shared.lease import Lease
-from shared.metrics import Metrics
 
 
 def build(settings: PollerSettings | None = None) -> AsgiFastStream:
     settings = settings or PollerSettings()
-    registry = CollectorRegistry()
-    metrics = Metrics(registry)
-    broker = make_broker("poller", settings.nats, registry)
+    broker, metrics = make_broker("poller", settings.nats)
 
     async def setup(js: JetStreamContext) -> dict[str, Loop]:
         lease = Lease(await streams.leases_bucket(js, settings.nats), subjects.LEASE_POLLER,

@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 from ruamel.yaml import YAML
 
 from shared.broker import make_broker
-from shared.metrics import Metrics
 from shared.settings import NatsSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,9 +116,8 @@ def grouping_labels(expr: str) -> set[str]:
 @cache
 def exposed_names() -> frozenset[str]:
     """Every series name a service can expose: batchbus_* plus the faststream middleware's."""
-    registry = CollectorRegistry()
-    Metrics(registry)
-    make_broker("any", NatsSettings(), registry)  # registers faststream_* at construction
+    _, metrics = make_broker("any", NatsSettings())  # registers faststream_* at construction
+    registry = metrics.registry
     suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_sum", "_count"]}
     return frozenset(family.name + suffix for family in registry.collect()
                      for suffix in suffixes[family.type])
