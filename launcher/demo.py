@@ -134,8 +134,11 @@ async def run() -> int:
             stack.append(server)
             url = server.url
             print(f"  started an embedded nats-server with JetStream at {url}")
+        # Small batches and short waits, so a few minutes show every stage; the services'
+        # defaults suit batches that take the real API minutes to hours.
         env = {"NATS_URL": url, "BATCHER_MAX_REQUESTS": "500", "BATCHER_MAX_WAIT_SECONDS": "2",
-               "POLLER_INTERVAL_SECONDS": "1", "POLLER_MAX_INTERVAL_SECONDS": "2"}
+               "POLLER_INTERVAL_SECONDS": "1", "POLLER_MAX_INTERVAL_SECONDS": "2",
+               "NOTIFIER_RETRY_DELAY_SECONDS": "2"}
         if os.environ.get("BATCHBUS_DEMO_API") == "real" and os.environ.get("ANTHROPIC_API_KEY"):
             env["ANTHROPIC_BASE_URL"] = "https://api.anthropic.com"
             env.pop("POLLER_INTERVAL_SECONDS"), env.pop("POLLER_MAX_INTERVAL_SECONDS")
