@@ -32,7 +32,7 @@ tools:
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy shared services launcher emulator
+	$(BIN)/mypy shared services launcher emulator cli
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -57,7 +57,9 @@ class Tally:
 
 async def nats_answers(url: str) -> bool:
     try:
-        nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
+        # One attempt: max_reconnect_attempts=0 would mean "retry for ever" to nats-py.
+        nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False,
+                                max_reconnect_attempts=1)
     except (nats.errors.Error, OSError):
         return False
     await nc.close()

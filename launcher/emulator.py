@@ -23,7 +23,8 @@ def start_emulator_process(processing_seconds: float) -> EmulatorProcess:
     process = subprocess.Popen(
         [sys.executable, "-m", "emulator", "--port", "0",
          "--processing-seconds", str(processing_seconds)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        start_new_session=True)  # Ctrl-C reaches the launcher, which stops it in order
     found: list[str] = []
 
     def ready(line: str) -> bool:

@@ -38,7 +38,8 @@ def start_nats(store_dir: str | None = None) -> NatsServer:
     store = store_dir or tempfile.mkdtemp(prefix="batchbus-nats-")
     process = subprocess.Popen(
         [server_binary(), "-a", "127.0.0.1", "-p", "-1", "-js", "-sd", store],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        start_new_session=True)  # Ctrl-C reaches the launcher, which stops it in order
     url = _wait_ready(process)
     return NatsServer(process, url, store)
 

@@ -36,7 +36,8 @@ class Service:
         self.process = subprocess.Popen(
             [sys.executable, "-m", f"services.{self.name}"], cwd=ROOT,
             env={**os.environ, **self.env, **extra_env, "METRICS_PORT": str(self.port)},
-            stdout=log, stderr=subprocess.STDOUT)
+            stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)  # Ctrl-C reaches the launcher, which stops it in order
         log.close()
 
     def kill(self) -> None:

@@ -1,0 +1,143 @@
+"""`batchbus submit FILE.jsonl --tenant T [--follow]`: publish tasks; with --follow, show
+progress until every task is final, then a summary."""
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cli.connection import DEFAULT_NATS_URL, connected, require_tasks_and_results
+from cli.console import stderr, stdout
+from cli.errors import EXIT_FAILED_TASKS, fail, run
+from cli.loader import LoadError, load_tasks
+from cli.tally import Tally
+from shared import subjects
+from shared.client import BatchbusClient
+from shared.models import BatchEvent, Task
+
+SHOWN_FAILURES = 10
+
+HELP = """Publish the tasks in FILE (JSONL) for TENANT.
+
+Each line is a Task ({"task_id", "params", "metadata"}) or a bare Messages API body
+({"model", "max_tokens", "messages", ...}). A bare body gets the task id
+<file name>-<line number>-<digest of the body>, so submitting the same file again is
+deduplicated by batchbus rather than paid for twice; its result's metadata names the file
+and line. Nothing is published if any line is malformed.
+
+Without --follow, returns once JetStream has stored every task. With --follow, shows
+progress until every task has its final result, prints a summary, and exits with 1 when
+any task did not succeed. Tasks that already have a result are not published again.
+"""
+
+
+@dataclass
+class BatchActivity:
+    """Batches seen on the event subject since we started (all tenants': events do not say
+    whose tasks a batch holds)."""
+
+    running: set[str] = field(default_factory=set)
+    ended: set[str] = field(default_factory=set)
+
+    def add(self, event: BatchEvent) -> None:
+        if event.event == "ended":
+            self.running.discard(event.batch_id)
+            self.ended.add(event.batch_id)
+        elif event.batch_id not in self.ended:
+            self.running.add(event.batch_id)
+
+    def describe(self) -> str:
+        return f"batches: {len(self.running)} running, {len(self.ended)} ended"
+
+
+def submit(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True,
+                                         help="JSONL: one Task or Messages API body a line")],
+    tenant: Annotated[str, typer.Option(envvar="BATCHBUS_TENANT", help="tenant token")],
+    follow: Annotated[bool, typer.Option(help="wait for every result, with progress")] = False,
+    nats_url: Annotated[str, typer.Option("--nats", envvar="NATS_URL")] = DEFAULT_NATS_URL,
+) -> None:
+    """Publish the tasks in FILE for TENANT (see HELP)."""
+    if not subjects.is_token(tenant):
+        fail(f"--tenant must match {subjects.TOKEN_PATTERN}")
+    try:
+        tasks = load_tasks(file)
+    except LoadError as exc:
+        fail(str(exc))
+    if follow:
+        tally = run(_follow(nats_url, tenant, tasks))
+        print_summary(stdout(), tenant, file, tally)
+        if tally.not_succeeded:
+            raise typer.Exit(EXIT_FAILED_TASKS)
+    else:
+        count = run(_publish(nats_url, tenant, tasks))
+        stdout().print(f"published {count} tasks to {subjects.tasks(tenant)}, each stored by "
+                       f"JetStream; see their results with: batchbus results --tenant {tenant}")
+
+
+async def _publish(url: str, tenant: str, tasks: list[Task]) -> int:
+    async with connected(url) as nc:
+        await require_tasks_and_results(nc.jetstream())
+        return await BatchbusClient.over(nc, tenant).publish_many(tasks)
+
+
+async def _follow(url: str, tenant: str, tasks: list[Task]) -> Tally:
+    async with connected(url) as nc:
+        await require_tasks_and_results(nc.jetstream())
+        return await follow(nc, tenant, tasks, stderr())
+
+
+async def follow(nc: Client, tenant: str, tasks: list[Task], console: Console) -> Tally:
+    """Submits `tasks` and draws a progress bar until each has its final result."""
+    tally = Tally()
+    activity = BatchActivity()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[batches]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("results", total=len(tasks), batches=activity.describe())
+
+        async def on_event(msg: Msg) -> None:
+            with contextlib.suppress(ValueError):  # an event we cannot read is only progress
+                activity.add(BatchEvent.model_validate_json(msg.data))
+                progress.update(bar, batches=activity.describe())
+
+        events = await nc.subscribe(subjects.EVENTS_ALL, cb=on_event)
+        try:
+            client = BatchbusClient.over(nc, tenant)
+            async with contextlib.aclosing(client.submit_many(tasks)) as results:
+                async for result in results:
+                    tally.add(result)
+                    progress.update(bar, advance=1)
+        finally:
+            await events.unsubscribe()
+    return tally
+
+
+def print_summary(console: Console, tenant: str, file: Path, tally: Tally) -> None:
+    total = tally.total
+    console.print(f"\nbatchbus submit — {tally.count} tasks of tenant {tenant} from {escape(file.name)}")
+    console.print("  by status      " + ", ".join(
+        f"{status} {n}" for status, n in sorted(tally.statuses.items())))
+    console.print(f"  tokens         {total.input_tokens:,} input, {total.output_tokens:,} output")
+    console.print(f"  batch cost     ${total.batch_usd:.6f}")
+    console.print(f"  real-time      ${total.realtime_usd:.6f} (the same calls at full price)")
+    share = f" ({total.saved_share:.0%})" if total.saved_share is not None else ""
+    console.print(f"  saved          ${total.saved_usd:.6f}{share}")
+    if tally.unpriced:
+        console.print(f"  unpriced       {tally.unpriced} results of models missing from the "
+                      "price table")
+    if tally.not_succeeded:
+        console.print(f"  not succeeded  {len(tally.not_succeeded)}:")
+        for result in tally.not_succeeded[:SHOWN_FAILURES]:
+            reason = f"{result.error.type}: {result.error.message}" if result.error else ""
+            console.print(f"    {result.task_id}  {result.status}  {escape(reason[:100])}")
+        if len(tally.not_succeeded) > SHOWN_FAILURES:
+            console.print(f"    … and {len(tally.not_succeeded) - SHOWN_FAILURES} more "
+                          f"(batchbus results --tenant {tenant})")
