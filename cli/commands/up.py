@@ -51,6 +51,9 @@ def up(
     workdir = Path(tempfile.mkdtemp(prefix="batchbus-up-"))
     stack: list[Part] = []
     previous = signal.signal(signal.SIGTERM, _interrupt)  # stop cleanly under a supervisor
+    # Python leaves SIGINT ignored when it starts ignored (a background job of a
+    # non-interactive shell); Ctrl-C must always stop the stack.
+    previous_int = signal.signal(signal.SIGINT, _interrupt)
     code = 0
     try:
         url = _nats(console, stack, nats_url, store or workdir / "nats")
@@ -84,11 +87,11 @@ def up(
     finally:
         # A second Ctrl-C must not cut the shutdown short and leave services orphaned; each
         # part's stop() is bounded (terminate, then kill after a timeout).
-        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for part in reversed(stack):
             part.stop()
-        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGTERM, previous)
         console.print("stopped everything `batchbus up` started")
     raise typer.Exit(code)
