@@ -1,5 +1,8 @@
 """The one place that builds an Anthropic SDK client from settings."""
 
+from time import monotonic
+
+import anthropic
 from anthropic import AsyncAnthropic
 
 from shared.settings import AnthropicSettings
@@ -13,3 +16,28 @@ def make_client(settings: AnthropicSettings, *, max_retries: int = 2) -> AsyncAn
         max_retries=max_retries,
         timeout=settings.timeout_seconds,
     )
+
+
+class ApiReachable:
+    """A /readyz check: does the API answer this service? Cached, so probes cost few calls."""
+
+    def __init__(self, client: AsyncAnthropic, ttl: float = 30.0) -> None:
+        self.client = client.with_options(max_retries=0, timeout=1.5)
+        self.ttl = ttl
+        self.ok = False
+        self.checked = float("-inf")
+
+    async def __call__(self) -> bool:
+        if monotonic() - self.checked >= self.ttl:
+            self.ok = await self._answers()
+            self.checked = monotonic()
+        return self.ok
+
+    async def _answers(self) -> bool:
+        try:
+            await self.client.messages.batches.list(limit=1)
+        except anthropic.RateLimitError:
+            return True  # busy, but there and accepting our key
+        except anthropic.APIError:
+            return False  # unreachable, down (5xx), or refusing our key (401/403)
+        return True

@@ -7,20 +7,23 @@ from services.batcher.collector import Collector
 from services.batcher.settings import BatcherSettings
 from services.batcher.submission import Submitter
 from shared import streams
-from shared.anthropic_client import make_client
-from shared.app import Loop, make_app
+from shared.anthropic_client import ApiReachable, make_client
+from shared.app import Loop, Readiness, make_app
 from shared.broker import make_broker
 from shared.cancels import Cancels
 
 
 def build(settings: BatcherSettings | None = None) -> AsgiFastStream:
     settings = settings or BatcherSettings()
+    readiness = Readiness()
     broker, metrics = make_broker("batcher", settings.nats)
 
     async def setup(js: JetStreamContext) -> dict[str, Loop]:
+        client = make_client(settings.anthropic, max_retries=0)
+        readiness.add("api", ApiReachable(client))
         submitter = Submitter(
             # No SDK retries on create: a retried POST can create (and bill) a second batch.
-            make_client(settings.anthropic, max_retries=0),
+            client,
             await streams.batch_records(js, settings.nats),
             await streams.batch_ids_bucket(js, settings.nats),
             metrics, settings.doubt_settle_seconds, settings.anthropic.timeout_seconds)
@@ -29,7 +32,7 @@ def build(settings: BatcherSettings | None = None) -> AsgiFastStream:
         return {"batcher": Collector(js, submitter, cancels, settings, metrics).run,
                 "cancels": cancels.follow}
 
-    return make_app(broker, metrics, settings.nats, setup)
+    return make_app(broker, metrics, settings.nats, setup, readiness=readiness)
 
 
 settings = BatcherSettings()

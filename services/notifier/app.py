@@ -12,8 +12,8 @@ from services.notifier.accounting import Accounting
 from services.notifier.delivery import Delivery
 from services.notifier.settings import NotifierSettings
 from shared import consumer, streams, subjects
-from shared.anthropic_client import make_client
-from shared.app import Loop, make_app
+from shared.anthropic_client import ApiReachable, make_client
+from shared.app import Loop, Readiness, make_app
 from shared.broker import make_broker
 from shared.cancels import Cancels
 from shared.models import BatchEnded
@@ -26,12 +26,15 @@ RETRY_DELAY_SECONDS = 5.0
 
 def build(settings: NotifierSettings | None = None) -> AsgiFastStream:
     settings = settings or NotifierSettings()
+    readiness = Readiness()
     broker, metrics = make_broker("notifier", settings.nats)
 
     async def setup(js: JetStreamContext) -> dict[str, Loop]:
         cancels = Cancels(await streams.cancels_bucket(js, settings.nats))
         await cancels.load()
-        delivery = Delivery(js, make_client(settings.anthropic),
+        client = make_client(settings.anthropic)
+        readiness.add("api", ApiReachable(client))
+        delivery = Delivery(js, client,
                             await streams.batch_records(js, settings.nats), cancels, settings,
                             Accounting(metrics, default_prices()))
 
@@ -63,7 +66,7 @@ def build(settings: NotifierSettings | None = None) -> AsgiFastStream:
 
         return {"notifier": deliver_results, "cancels": cancels.follow}
 
-    return make_app(broker, metrics, settings.nats, setup)
+    return make_app(broker, metrics, settings.nats, setup, readiness=readiness)
 
 
 settings = NotifierSettings()
