@@ -11,7 +11,6 @@ first with no history, the others with the poller's learned completion time.
 import argparse
 import asyncio
 import time
-import urllib.request
 from datetime import UTC, datetime
 
 import nats
@@ -20,15 +19,13 @@ from bench.common import stack
 from shared import subjects
 from shared.client import BatchbusClient
 from shared.models import BatchEvent
-from tests.integration.helpers import gather_results, ticket
+from tests.integration.helpers import gather_results, metric_total, ticket
 
 FLOOR, CEILING = 10.0, 300.0
 
 
 def poll_calls(metrics_url: str) -> float:
-    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    return sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith("batchbus_poll_calls_total"))
+    return metric_total(metrics_url, "batchbus_poll_calls_total")
 
 
 async def one_length(length: float, real: float) -> list[tuple[float, float]]:

@@ -1,9 +1,7 @@
 """The back half survives kills: no result lost, none duplicated."""
 
 import asyncio
-import urllib.request
 
-import nats
 import pytest
 
 from emulator.server import EmulatorHandle
@@ -11,19 +9,15 @@ from launcher.nats_server import NatsServer
 from launcher.services import Pipeline
 from shared import subjects
 from shared.client import BatchbusClient
-from tests.integration.helpers import assert_submitted_once, gather_results, ticket
+from tests.integration.helpers import (
+    assert_submitted_once,
+    gather_results,
+    metric_total,
+    stored_count,
+    ticket,
+)
 
 pytestmark = [pytest.mark.nats, pytest.mark.fault]
-
-
-async def stored_results(url: str, tenant: str) -> int:
-    nc = await nats.connect(url)
-    try:
-        info = await nc.jetstream().stream_info(subjects.STREAM_RESULTS,
-                                                subjects_filter=subjects.results_of(tenant))
-        return sum((info.state.subjects or {}).values())
-    finally:
-        await nc.close()
 
 
 async def test_a_poller_killed_with_batches_in_flight_loses_nothing(
@@ -45,7 +39,7 @@ async def test_a_poller_killed_with_batches_in_flight_loses_nothing(
     finally:
         emulator.configure(processing_seconds=0.5)
     assert all(len(r) == 1 and r[0].status == "succeeded" for r in results.values())
-    assert await stored_results(nats_server.url, tenant) == len(tasks)
+    assert await stored_count(nats_server.url, subjects.results_of(tenant)) == len(tasks)
 
 
 @pytest.mark.slow
@@ -77,7 +71,7 @@ async def test_a_notifier_killed_halfway_through_a_20000_line_file_resumes_exact
         await asyncio.to_thread(batcher.wait_ready)
     assert [c["request_count"] for c in emulator.state.creates()[before:]] == [20_000]
     assert all(len(r) == 1 and r[0].status == "succeeded" for r in results.values())
-    assert await stored_results(nats_server.url, tenant) == len(tasks)
+    assert await stored_count(nats_server.url, subjects.results_of(tenant)) == len(tasks)
     assert_submitted_once(emulator, tenant, [str(t["task_id"]) for t in tasks])
 
 
@@ -113,7 +107,4 @@ async def run_and_check(url: str, tenant: str, tasks: list[dict[str, object]]) -
 
 
 async def poll_calls(metrics_url: str) -> float:
-    text = await asyncio.to_thread(
-        lambda: urllib.request.urlopen(metrics_url, timeout=5).read().decode())
-    return sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith("batchbus_poll_calls_total"))
+    return await asyncio.to_thread(metric_total, metrics_url, "batchbus_poll_calls_total")

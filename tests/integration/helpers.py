@@ -1,11 +1,15 @@
 """Helpers for integration tests: make tasks, gather results with a bound."""
 
 import asyncio
+import urllib.request
 from collections import Counter
 from typing import Any
 
+import nats
+
 from emulator.server import EmulatorHandle
 from services.batcher.batching import custom_id
+from shared import subjects
 from shared.client import BatchbusClient
 from shared.models import Result
 
@@ -51,3 +55,20 @@ def assert_submitted_once(emulator: EmulatorHandle, tenant: str | None = None,
     assert [cid for cid, n in seen.items() if n > 1] == []
     if tenant is not None and task_ids is not None:
         assert all(seen[custom_id(tenant, t, 1)] == 1 for t in task_ids)
+
+
+async def stored_count(url: str, subject: str, stream: str = subjects.STREAM_RESULTS) -> int:
+    """How many messages `stream` keeps on `subject` (a duplicate would count twice)."""
+    nc = await nats.connect(url)
+    try:
+        info = await nc.jetstream().stream_info(stream, subjects_filter=subject)
+        return sum((info.state.subjects or {}).values())
+    finally:
+        await nc.close()
+
+
+def metric_total(metrics_url: str, name: str) -> float:
+    """The sum over all label sets of one series on a service's /metrics."""
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith(name) and line[len(name)] in " {")

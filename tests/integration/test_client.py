@@ -13,16 +13,11 @@ from launcher.services import Pipeline
 from shared import subjects
 from shared.client import BatchbusClient
 from shared.models import Task
-from tests.integration.helpers import assert_submitted_once, ticket
+from tests.integration.helpers import assert_submitted_once, stored_count, ticket
 
 pytestmark = pytest.mark.nats
 
 FAILS = {"metadata": {"user_id": "emulate:errored:invalid_request_error"}}
-
-
-async def stored_count(nc: nats.NATS, subject: str) -> int:
-    info = await nc.jetstream().stream_info(subjects.STREAM_RESULTS, subjects_filter=subject)
-    return sum((info.state.subjects or {}).values())
 
 
 async def test_submit_returns_the_tasks_final_result(
@@ -63,7 +58,7 @@ async def test_a_task_with_a_result_is_answered_from_the_store_and_not_sent_agai
             again = [r async for r in client.submit_many([ticket(1), ticket(2)])]
             tasks_after = (await client.nc.jetstream().stream_info(
                 subjects.STREAM_TASKS)).state.last_seq
-        assert await stored_count(client.nc, subjects.results(tenant, "ticket-00001")) == 1
+        assert await stored_count(nats_server.url, subjects.results(tenant, "ticket-00001")) == 1
     assert again[0] == first  # stored results come first
     assert again[1].task_id == "ticket-00002" and again[1].status == "succeeded"
     assert tasks_after - tasks_before == 1  # only ticket-00002 was published

@@ -12,7 +12,12 @@ from launcher.services import Pipeline
 from shared import subjects
 from shared.client import BatchbusClient
 from shared.models import DeadLetter
-from tests.integration.helpers import assert_submitted_once, gather_results, ticket
+from tests.integration.helpers import (
+    assert_submitted_once,
+    gather_results,
+    stored_count,
+    ticket,
+)
 
 pytestmark = pytest.mark.nats
 
@@ -29,15 +34,6 @@ async def dead_letters(url: str, tenant: str, expected: int) -> list[DeadLetter]
     assert await stored_count(url, subjects.dead_letters(tenant), subjects.STREAM_DEAD_LETTERS) \
         == expected
     return letters
-
-
-async def stored_count(url: str, subject: str, stream: str = subjects.STREAM_RESULTS) -> int:
-    nc = await nats.connect(url)
-    try:
-        info = await nc.jetstream().stream_info(stream, subjects_filter=subject)
-        return sum((info.state.subjects or {}).values())
-    finally:
-        await nc.close()
 
 
 async def test_every_task_gets_exactly_one_final_result(
