@@ -1,7 +1,8 @@
 """Message contracts: the public Task, Result and BatchEvent, and internal messages."""
 
 import json
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -81,8 +82,15 @@ class Attempt(_Internal):
     message: str = ""
 
 
+class Reservation(_Internal):
+    """The share of a tenant's daily budget held for one task until its final result."""
+
+    day: date  # the UTC day whose budget holds it
+    usd: Decimal  # worst case at intake; settled against the real cost
+
+
 class AcceptedTask(_Internal):
-    """A validated task attempt waiting for a batch (intake or a retry -> batcher)."""
+    """A validated task attempt on its way to the API (intake or a retry -> batcher)."""
 
     tenant: str
     task_id: str
@@ -92,6 +100,9 @@ class AcceptedTask(_Internal):
     published_at: datetime
     not_before: datetime | None = None  # a retry waits out its back-off
     history: list[Attempt] = Field(default_factory=list)
+    deadline: datetime | None = None
+    webhook: str | None = None  # name of one of the tenant's configured endpoints
+    reservation: Reservation | None = None
 
 
 class ManifestEntry(_Internal):
@@ -105,18 +116,26 @@ class ManifestEntry(_Internal):
     metadata: dict[str, Any]
     published_at: datetime
     accepted_seq: int
+    webhook: str | None = None
+    reservation: Reservation | None = None
 
     # Stored as a positional JSON row: a 100,000-line manifest is held in memory while its
-    # results stream in, and field names would double its size.
+    # results stream in, and field names would double its size. Trailing defaults are left
+    # out, so rows written before a field was added still read.
     def to_row(self) -> bytes:
-        return json.dumps([self.custom_id, self.tenant, self.task_id, self.attempt, self.model,
-                           self.metadata, self.published_at.isoformat(), self.accepted_seq],
-                          separators=(",", ":")).encode()
+        values: list[Any] = [self.custom_id, self.tenant, self.task_id, self.attempt,
+                             self.model, self.metadata, self.published_at.isoformat(),
+                             self.accepted_seq, self.webhook,
+                             self.reservation.model_dump(mode="json") if self.reservation
+                             else None]
+        while values[-1] is None:
+            values.pop()
+        return json.dumps(values, separators=(",", ":")).encode()
 
     @classmethod
     def from_row(cls, row: bytes) -> "ManifestEntry":
         values = json.loads(row)
-        return cls(**dict(zip(cls.model_fields, values, strict=True)))
+        return cls(**dict(zip(cls.model_fields, values, strict=False)))
 
 
 # intent -> submitted -> ended -> delivered; the record goes once delivered *and* acked.

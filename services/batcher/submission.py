@@ -51,7 +51,8 @@ class Pending:
         return ManifestEntry(custom_id=self.custom_id, tenant=t.tenant, task_id=t.task_id,
                              attempt=t.attempt, model=str(t.params.get("model", "")),
                              metadata=t.metadata, published_at=t.published_at,
-                             accepted_seq=self.seq)
+                             accepted_seq=self.seq, webhook=t.webhook,
+                             reservation=t.reservation)
 
 
 class CreateRefused(Exception):
