@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean bench
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,17 @@ tools:
 		apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
 	} || echo "note: could not install Debian's prometheus package; monitoring tests will skip"
+
+# Rewrites docs/asyncapi.json from shared/asyncapi.py (tests/unit/test_asyncapi.py compares).
+.PHONY: asyncapi
+asyncapi: install
+	$(BIN)/python -m shared.asyncapi
+
+# The six benchmarks of issue 8, several runs each (medians) -> docs/benchmarks.md.
+# About half an hour with BENCH_RUNS=3; no test asserts a timing.
+BENCH_RUNS ?= 3
+bench: install
+	$(BIN)/python -m bench.report --runs $(BENCH_RUNS)
 
 lint: install
 	$(BIN)/ruff check .

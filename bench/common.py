@@ -1,5 +1,8 @@
 """Shared by the benchmarks: a whole local stack, and reading a process's memory and CPU."""
 
+import json
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,3 +54,21 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time the process has used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / 100  # clock ticks: 100 per second here
+
+
+FIGURES = "BENCH-FIGURES "  # prefix of the one machine-readable line a benchmark prints
+
+
+def emit(figures: dict[str, float]) -> None:
+    """Prints the run's figures as one JSON line, for bench/report.py to take medians of."""
+    print(FIGURES + json.dumps(figures), flush=True)
+
+
+def profile(pid: int, seconds: int, name: str) -> subprocess.Popen[bytes]:
+    """py-spy records the process for `seconds` (raw folded stacks in the temp dir)."""
+    out = Path(tempfile.gettempdir()) / f"{name}-{pid}.txt"
+    print(f"py-spy -> {out}")
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(spy), "record", "-p", str(pid), "-f", "raw", "-d", str(seconds),
+                             "-r", "250", "--nonblocking", "-o", str(out)],
+                            stdout=subprocess.DEVNULL)

@@ -8,18 +8,19 @@ The baseline is the 1,000-result run; the target is <= 1.5x its peak for 100,000
 
 import argparse
 import asyncio
+import subprocess
 import time
 
 import nats
 
-from bench.common import peak_rss_mb, stack
+from bench.common import emit, peak_rss_mb, profile, stack
 from shared import subjects
 from shared.client import BatchbusClient
 from shared.models import BatchEvent
 from tests.integration.helpers import gather_results, ticket
 
 
-async def deliver(size: int) -> tuple[float, float, float]:
+async def deliver(size: int, profile_seconds: int = 0) -> tuple[float, float, float]:
     """(peak MB before the batch ends, peak MB after delivery, seconds ended -> last result)."""
     with stack(processing_seconds=2.0, BATCHER_MAX_REQUESTS=str(size),
                BATCHER_MAX_WAIT_SECONDS="300", POLLER_INTERVAL_SECONDS="0.2",
@@ -28,10 +29,13 @@ async def deliver(size: int) -> tuple[float, float, float]:
         assert notifier.process is not None
         ended = asyncio.get_running_loop().create_future()
         nc = await nats.connect(s.nats.url)
+        spies: list[subprocess.Popen[bytes]] = []
 
         async def on_event(msg: nats.aio.msg.Msg) -> None:
             if BatchEvent.model_validate_json(msg.data).event == "ended" and not ended.done():
                 ended.set_result((time.monotonic(), peak_rss_mb(notifier.process.pid)))
+                if profile_seconds:
+                    spies.append(profile(notifier.process.pid, profile_seconds, "notifier"))
 
         await nc.subscribe(subjects.EVENTS_ALL, cb=on_event)
         async with BatchbusClient(s.nats.url, "bench") as client:
@@ -41,18 +45,27 @@ async def deliver(size: int) -> tuple[float, float, float]:
         ended_at, before = await ended
         after = peak_rss_mb(notifier.process.pid)
         await nc.close()
+        for spy in spies:
+            spy.wait(timeout=profile_seconds + 30)
     return before, after, done - ended_at
 
 
-async def main(sizes: list[int]) -> None:
-    rows = [(size, *await deliver(size)) for size in sizes]
+async def main(sizes: list[int], profile_seconds: int) -> None:
+    rows = [(size, *await deliver(size, profile_seconds)) for size in sizes]
     base = rows[0][2]
     print(f"{'results':>8} {'peak MB idle':>13} {'peak MB':>8} {'x baseline':>11} {'seconds':>8}")
     for size, before, after, seconds in rows:
         print(f"{size:>8} {before:>13.1f} {after:>8.1f} {after / base:>11.2f} {seconds:>8.1f}")
+    size, _, peak, seconds = rows[-1]
+    emit({"results": size, "baseline_results": rows[0][0], "baseline_peak_mb": base,
+          "peak_mb": peak, "peak_x_baseline": peak / base, "seconds": seconds,
+          "results_per_s": size / seconds})
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 100_000])
-    asyncio.run(main(parser.parse_args().sizes))
+    parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
+                        help="py-spy records the notifier from the batch's end on")
+    args = parser.parse_args()
+    asyncio.run(main(args.sizes, args.profile))

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import nats
 
-from bench.common import stack
+from bench.common import emit, stack
 from shared import subjects
 from shared.client import BatchbusClient
 from shared.models import BatchEvent
@@ -59,12 +59,18 @@ async def one_length(length: float, real: float) -> list[tuple[float, float]]:
 async def main(real: float) -> None:
     print(f"{'batch length':>12} {'polls 1st':>10} {'polls 2nd':>10} {'polls 3rd':>10} "
           f"{'max lag after end (s, scaled)':>30}")
+    figures: dict[str, float] = {}
     for length, name in ((60.0, "1 minute"), (600.0, "10 minutes"), (3600.0, "1 hour")):
         started = time.monotonic()
         rows = await one_length(length, real)
         polls = " ".join(f"{p:>10.0f}" for p, _ in rows)
         print(f"{name:>12} {polls} {max(lag for _, lag in rows):>30.0f}"
               f"   ({time.monotonic() - started:.0f}s real)")
+        key = name.replace(" ", "_")
+        figures[f"polls_{key}_first"] = rows[0][0]
+        figures[f"polls_{key}_max"] = max(p for p, _ in rows)
+        figures[f"lag_s_{key}_max"] = max(lag for _, lag in rows)
+    emit(figures)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from nats.js.errors import NotFoundError
 
 from cli.errors import CliError
 from shared import subjects
+from shared.connection import connect_options
+from shared.settings import NatsSettings
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 CONNECT_TIMEOUT = 3.0
@@ -24,6 +26,11 @@ async def _quiet(exc: Exception) -> None:
     # nats-py logs every failed (re)connect with a traceback by default; the CLI reports
     # an unreachable server once, itself.
     log.debug("nats: %s", exc)
+
+
+def _secured() -> dict[str, object]:
+    """NATS_USER / NATS_PASSWORD and NATS_TLS_* from the environment, as the services read them."""
+    return connect_options(NatsSettings())
 
 
 def servers(url: str) -> list[str]:
@@ -40,7 +47,7 @@ async def probe(url: str) -> Exception | None:
     try:
         nc = await nats.connect(servers(url), allow_reconnect=False, max_reconnect_attempts=1,
                                 reconnect_time_wait=0.1, connect_timeout=CONNECT_TIMEOUT,
-                                error_cb=_quiet)
+                                error_cb=_quiet, **_secured())
     except (nats.errors.Error, OSError, TimeoutError) as exc:
         return exc
     await nc.close()
@@ -55,7 +62,7 @@ async def connected(url: str) -> AsyncIterator[Client]:
                        "start batchbus locally with `batchbus up`, or pass --nats / set "
                        "NATS_URL")
     nc = await nats.connect(servers(url), name="batchbus-cli", error_cb=_quiet,
-                            connect_timeout=CONNECT_TIMEOUT)
+                            connect_timeout=CONNECT_TIMEOUT, **_secured())
     try:
         yield nc
     finally:

@@ -65,6 +65,10 @@ async def creates(request: Request) -> Response:
     return JSONResponse({"creates": _state(request).creates()})
 
 
+async def messages(request: Request) -> Response:
+    return JSONResponse({"messages": _state(request).messages()})
+
+
 async def stats(request: Request) -> Response:
     return JSONResponse(_state(request).stats())
 
@@ -76,5 +80,6 @@ def admin_routes() -> list[BaseRoute]:
         Route("/_emulator/advance", advance, methods=["POST"]),
         Route("/_emulator/reset", reset, methods=["POST"]),
         Route("/_emulator/creates", creates, methods=["GET"]),
+        Route("/_emulator/messages", messages, methods=["GET"]),
         Route("/_emulator/stats", stats, methods=["GET"]),
     ]

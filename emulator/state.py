@@ -36,6 +36,7 @@ class EmulatorState:
         self.planner = Planner()
         self.faults = FaultBook()
         self.calls: Counter[str] = Counter()
+        self.message_log: list[dict[str, str]] = []  # one entry per message answered
 
     def now(self) -> float:
         return self.clock.now(self.config.time_scale)
@@ -125,7 +126,10 @@ class EmulatorState:
         with self.store.lock:
             cache = self.planner.cache_use(cache_prefix(params, canonical))
         usage, capped = usage_for(params, digest, cache, self.config.usage_override, "standard")
-        return reply_message(params, digest, ids.message_id(), usage, capped)
+        reply = reply_message(params, digest, ids.message_id(), usage, capped)
+        with self.store.lock:
+            self.message_log.append({"params_hash": digest, "message_id": reply["id"]})
+        return reply
 
     def batch_json(self, batch: Batch, base_url: str) -> dict[str, Any]:
         incremental = self.config.counts_mode == "incremental"
@@ -136,6 +140,11 @@ class EmulatorState:
             "calls": {op: self.calls.get(op, 0) for op in OPERATIONS},
             "faults_remaining": self.faults.remaining(self.config.faults),
         }
+
+    def messages(self) -> list[dict[str, str]]:
+        """The `POST /v1/messages` calls answered with a message (not faulted, not invalid)."""
+        with self.store.lock:
+            return list(self.message_log)
 
     def creates(self) -> list[dict[str, Any]]:
         with self.store.lock:

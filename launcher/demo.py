@@ -26,8 +26,10 @@ from launcher.services import Pipeline
 from launcher.workload import MODEL, malformed, tickets
 from shared import subjects
 from shared.client import BatchbusClient
+from shared.connection import connect_options
 from shared.models import BatchEvent, Result
 from shared.pricing import default_prices
+from shared.settings import NatsSettings
 
 TICKETS = int(os.environ.get("BATCHBUS_DEMO_TICKETS", "2000"))
 
@@ -59,7 +61,7 @@ async def nats_answers(url: str) -> bool:
     try:
         # One attempt: max_reconnect_attempts=0 would mean "retry for ever" to nats-py.
         nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False,
-                                max_reconnect_attempts=1)
+                                max_reconnect_attempts=1, **connect_options(NatsSettings()))
     except (nats.errors.Error, OSError):
         return False
     await nc.close()
@@ -69,7 +71,7 @@ async def nats_answers(url: str) -> bool:
 async def follow(url: str, tenant: str, expected: int) -> Tally:
     """Publishes the workload and waits for every final result, drawing progress."""
     tally = Tally(expected)
-    events = await nats.connect(url)
+    events = await nats.connect(url, **connect_options(NatsSettings()))
 
     async def on_event(msg: Msg) -> None:
         event = BatchEvent.model_validate_json(msg.data)
@@ -77,7 +79,7 @@ async def follow(url: str, tenant: str, expected: int) -> Tally:
          if event.event == "ended" else set()).add(event.batch_id)
 
     await events.subscribe(subjects.EVENTS_ALL, cb=on_event)
-    async with BatchbusClient(url, tenant) as client:
+    async with BatchbusClient(url, tenant, nats_settings=NatsSettings()) as client:
         sent = await client.publish_many(tickets(TICKETS))
         for raw in malformed():
             await client.publish(raw)

@@ -29,19 +29,41 @@ class NatsServer:
     process: subprocess.Popen[str]
     url: str
     store_dir: str
+    config: str | None = None  # a server config file (users, TLS), given with -c
 
     def stop(self) -> None:
         processes.stop(self.process)
 
+    def kill(self) -> None:
+        """SIGKILL: no flush, no goodbye; the restart finds what file storage had written."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
-def start_nats(store_dir: str | None = None) -> NatsServer:
+    def restart(self) -> None:
+        """Kills the server and starts it again on the same port with the same store dir."""
+        self.kill()
+        port = int(self.url.rpartition(":")[2])
+        self.process = _spawn(str(port), self.store_dir, self.config)
+        if _wait_ready(self.process) != self.url:
+            raise RuntimeError(f"nats-server came back elsewhere than {self.url}")
+
+
+def start_nats(store_dir: str | None = None, config: str | None = None) -> NatsServer:
+    """`config`: a nats-server config file (deploy/nats/); the flags still set the loopback
+    address, a free port and JetStream's store."""
     store = store_dir or tempfile.mkdtemp(prefix="batchbus-nats-")
-    process = subprocess.Popen(
-        [server_binary(), "-a", "127.0.0.1", "-p", "-1", "-js", "-sd", store],
+    process = _spawn("-1", store, config)
+    url = _wait_ready(process)
+    return NatsServer(process, url, store, config)
+
+
+def _spawn(port: str, store: str, config: str | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [server_binary(), *(["-c", config] if config else []),
+         "-a", "127.0.0.1", "-p", port, "-js", "-sd", store],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
         start_new_session=True)  # Ctrl-C reaches the launcher, which stops it in order
-    url = _wait_ready(process)
-    return NatsServer(process, url, store)
 
 
 def _wait_ready(process: subprocess.Popen[str]) -> str:

@@ -1,6 +1,7 @@
 """Starts the four services as child processes and waits until each is ready."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -45,6 +46,16 @@ class Service:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: the process holds its connections but does nothing, like a long GC pause."""
+        assert self.process is not None and self.process.poll() is None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGCONT)
 
     def wait_exit(self, timeout: float) -> int:
         assert self.process is not None

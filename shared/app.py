@@ -4,20 +4,25 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
+import nats.errors
 from faststream.asgi import AsgiFastStream, AsgiResponse, HttpHandler, get
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
+from nats.js.errors import ServiceUnavailableError
 from prometheus_client import make_asgi_app
 
-from shared import streams
+from shared import gc_tuning, streams
 from shared.metrics import Metrics
 from shared.settings import HttpSettings, NatsSettings
 
 log = logging.getLogger("batchbus")
 
+# What JetStream answers while it cannot serve a request yet (TimeoutError covers nats-py's).
+JETSTREAM_UNAVAILABLE = (TimeoutError, nats.errors.NoRespondersError, ServiceUnavailableError)
 
+T = TypeVar("T")
 Loop = Callable[[], Awaitable[None]]
 Setup = Callable[[JetStreamContext], Awaitable[dict[str, Loop]]]
 Check = Callable[[], Awaitable[bool]]
@@ -73,11 +78,14 @@ def make_app(broker: NatsBroker, metrics: Metrics, nats: NatsSettings,
     supervised: list[Supervised] = []
     readiness = Readiness() if readiness is None else readiness
 
+    async def prepare(js: JetStreamContext) -> dict[str, Loop]:
+        await streams.ensure_streams(js, nats)
+        return await setup(js)
+
     async def start() -> None:
         await broker.connect()
         js = broker.connection.jetstream()
-        await streams.ensure_streams(js, nats)
-        for name, loop in (await setup(js)).items():
+        for name, loop in (await until_available(lambda: prepare(js))).items():
             supervised.append(Supervised(name, loop, metrics.loop_restarts.labels(name).inc))
             await supervised[-1].start()
 
@@ -106,11 +114,26 @@ def make_app(broker: NatsBroker, metrics: Metrics, nats: NatsSettings,
     )
 
 
+async def until_available(step: Callable[[], Awaitable[T]], first_delay: float = 0.5,
+                          max_delay: float = 5.0) -> T:
+    """Runs `step` until JetStream answers it. A cluster electing a leader or short of a
+    quorum answers late or with 503 for a while; a service starting then waits, not exits."""
+    delay = first_delay
+    while True:
+        try:
+            return await step()
+        except JETSTREAM_UNAVAILABLE as exc:
+            log.warning("JetStream unavailable at start-up (%r); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, max_delay)
+
+
 def run(app: AsgiFastStream, http: HttpSettings, default_port: int) -> None:
     """Entry point of `python -m services.<name>`; METRICS_PORT overrides `default_port`."""
     port = default_port if http.port is None else http.port
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # one line per API call otherwise
+    gc_tuning.tune()
     asyncio.run(app.run(log_level=logging.WARNING,
                         run_extra_options={"host": http.host, "port": port}))
 

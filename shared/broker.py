@@ -6,6 +6,7 @@ from faststream.nats import NatsBroker
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from prometheus_client import CollectorRegistry
 
+from shared.connection import broker_security
 from shared.metrics import Metrics
 from shared.settings import NatsSettings
 
@@ -16,6 +17,7 @@ def make_broker(name: str, settings: NatsSettings) -> tuple[NatsBroker, Metrics]
     broker = NatsBroker(
         settings.servers,
         name=f"batchbus-{name}",
+        security=broker_security(settings),  # user/password and TLS, when configured
         middlewares=[NatsPrometheusMiddleware(registry=metrics.registry, app_name=name)],
         # faststream logs every message at the broker's level; DEBUG keeps that out of
         # INFO logs, which otherwise halve throughput.

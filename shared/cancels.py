@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from shared import subjects
-from shared.models import ErrorInfo, Result, Usage
+from shared import budgets, subjects
+from shared.models import ErrorInfo, Reservation, Result, Usage
 from shared.publishing import publish_result
 
 log = logging.getLogger("batchbus.cancels")
@@ -60,10 +60,20 @@ class Cancels:
 
 async def publish_canceled(js: JetStreamContext, tenant: str, task_id: str,
                            metadata: dict[str, object], attempts: int,
-                           batch_id: str | None = None, usage: Usage | None = None) -> bool:
-    """The task's final `canceled` result; False if it already had a final result."""
+                           batch_id: str | None = None, usage: Usage | None = None,
+                           webhook: str | None = None,
+                           reservation: Reservation | None = None) -> bool:
+    """The task's final `canceled` result; False if it already had a final result.
+
+    A task canceled before it ran releases its budget `reservation` (only when its result is
+    newly stored, so a repeat never releases twice).
+    """
     result = Result(task_id=task_id, tenant=tenant, status="canceled", batch_id=batch_id,
                     route="batch" if batch_id else None, attempts=attempts, usage=usage,
                     metadata=metadata,
                     error=ErrorInfo(type="canceled", message="canceled at the owner's request"))
-    return await publish_result(js, result, subjects.result_msg_id(tenant, task_id))
+    if not await publish_result(js, result, subjects.result_msg_id(tenant, task_id), webhook):
+        return False
+    if usage is None:
+        await budgets.release(js, tenant, reservation)
+    return True

@@ -17,9 +17,10 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from shared import subjects
+from shared import connection, subjects
 from shared.consumer import fetch
 from shared.models import Result, Task
+from shared.settings import NatsSettings
 
 TaskLike = Task | dict[str, Any]
 
@@ -31,17 +32,27 @@ class BatchbusClient:
     background job, or share its own NATS connection with `BatchbusClient.over(nc, tenant)`.
     """
 
-    def __init__(self, nats_url: str, tenant: str, **connect_options: Any) -> None:
+    def __init__(self, nats_url: str, tenant: str, *, nats_settings: NatsSettings | None = None,
+                 **connect_options: Any) -> None:
         """Args:
             nats_url: NATS server(s), comma separated.
             tenant: the tenant token; tasks go to `batchbus.tasks.<tenant>`.
-            connect_options: passed to `nats.connect` (say `max_reconnect_attempts`).
+            nats_settings: user, password and TLS files to connect with (say
+                `NatsSettings(user="acme", password=..., tls_ca="ca.pem")`); its url is
+                not used.
+            connect_options: passed to `nats.connect` (say `max_reconnect_attempts`); they
+                win over `nats_settings`.
         """
         if not subjects.is_token(tenant):
             raise ValueError(f"tenant must match {subjects.TOKEN_PATTERN}")
         self.nats_url = nats_url
         self.tenant = tenant
-        self._connect_options = connect_options
+        # Replies (PubAcks, fetches) come to _INBOX_<tenant>.>, the one inbox a tenant's
+        # NATS user may read (deploy/nats/accounts.conf).
+        self._connect_options = {"inbox_prefix": f"_INBOX_{tenant}",
+                                 **(connection.connect_options(nats_settings) if nats_settings
+                                    else {}),
+                                 **connect_options}
         self._nc: Client | None = None
         self._owns_connection = True
 
@@ -173,7 +184,8 @@ class BatchbusClient:
         Stops after `idle_timeout` seconds without a new result (None: never).
         """
         js = self.nc.jetstream()
-        sub = await js.subscribe(subjects.results_of(self.tenant), ordered_consumer=True,
+        sub = await js.subscribe(subjects.results_of(self.tenant), stream=subjects.STREAM_RESULTS,
+                                 ordered_consumer=True,
                                  config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
         try:
             while True:

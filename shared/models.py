@@ -5,7 +5,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 Status = Literal["succeeded", "errored", "expired", "canceled", "rejected"]
 Route = Literal["auto", "batch", "realtime"]
@@ -19,7 +19,7 @@ class Task(BaseModel):
     task_id: str
     params: dict[str, Any]
     metadata: dict[str, Any] = Field(default_factory=dict)
-    deadline: datetime | None = None
+    deadline: AwareDatetime | None = None  # RFC 3339 requires the offset; naive is rejected
     route: Route = "auto"
     webhook: str | None = None
 

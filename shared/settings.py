@@ -13,6 +13,12 @@ class NatsSettings(BaseSettings):
     internal_max_age_seconds: float = 8 * 24 * 3600
     task_ids_ttl_seconds: float = 7 * 24 * 3600
     replicas: int = Field(1, ge=1, le=5)
+    # Credentials and TLS (README "Security"); empty means not used.
+    user: str = ""
+    password: SecretStr = SecretStr("")
+    tls_ca: str = ""  # CA file that signed the server's certificate (else the system's CAs)
+    tls_cert: str = ""  # client certificate and key, for a server that verifies clients
+    tls_key: str = ""
 
     @property
     def servers(self) -> list[str]:

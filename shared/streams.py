@@ -76,6 +76,20 @@ async def cancels_bucket(js: JetStreamContext, settings: NatsSettings) -> KeyVal
         replicas=settings.replicas))
 
 
+async def budgets_bucket(js: JetStreamContext, settings: NatsSettings) -> KeyValue:
+    # A day's total is settled as late as its last task's final result (attempts of up to
+    # 24 h each, NOTIFIER_MAX_ATTEMPTS of them), then only read; 8 days covers both.
+    return await _bucket(js, KeyValueConfig(
+        bucket=subjects.KV_BUDGETS, history=1, ttl=8 * DAY, replicas=settings.replicas))
+
+
+async def realtime_calls_bucket(js: JetStreamContext, settings: NatsSettings) -> KeyValue:
+    # A marker lives as long as its task id is remembered, so a late redelivery still finds it.
+    return await _bucket(js, KeyValueConfig(
+        bucket=subjects.KV_REALTIME_CALLS, history=1, ttl=settings.task_ids_ttl_seconds,
+        replicas=settings.replicas))
+
+
 async def leases_bucket(js: JetStreamContext, settings: NatsSettings) -> KeyValue:
     return await _bucket(js, KeyValueConfig(
         bucket=subjects.KV_LEASES, history=1, replicas=settings.replicas))

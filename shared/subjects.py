@@ -21,9 +21,12 @@ CANCEL_ALL = f"{CANCEL_PREFIX}.>"
 # Internal subjects, hidden from tenants by NATS permissions.
 ACCEPTED_PREFIX = "batchbus.internal.accepted"
 ACCEPTED_ALL = f"{ACCEPTED_PREFIX}.>"
+REALTIME_PREFIX = "batchbus.internal.realtime"  # tasks routed to the real-time Messages API
+REALTIME_ALL = f"{REALTIME_PREFIX}.>"
 BATCH_ENDED = "batchbus.internal.batches.ended"
 DEAD_LETTERS_PREFIX = "batchbus.deadletters"
 DEAD_LETTERS_ALL = f"{DEAD_LETTERS_PREFIX}.>"
+WEBHOOK_FAILURES_PREFIX = f"{DEAD_LETTERS_PREFIX}.webhooks"  # results no endpoint took
 INTERNAL_ALL = "batchbus.internal.>"
 
 # Where a rejection goes when the task subject names no valid tenant.
@@ -42,22 +45,30 @@ DURABLE_INTAKE = "intake"
 DURABLE_INTAKE_CANCELS = "intake-cancels"
 DURABLE_BATCHER = "batcher"
 DURABLE_NOTIFIER = "notifier"
+DURABLE_NOTIFIER_REALTIME = "notifier-realtime"
+DURABLE_NOTIFIER_WEBHOOKS = "notifier-webhooks"
 
 # Key-value buckets and object stores.
 KV_TASK_IDS = "task_ids"  # <tenant>.<task_id> -> stream sequence of the task that claimed it
 KV_BATCHES = "batches"  # <intent_id> -> BatchRecord (write-ahead state of a batch)
 KV_BATCH_IDS = "batch_ids"  # <batch_id> -> intent_id: every batch we own, kept past delivery
 KV_CANCELS = "cancels"  # <tenant>.<task_id> -> when its owner asked to cancel it
+KV_REALTIME_CALLS = "realtime_calls"  # <tenant>.<task_id> -> its real-time call's progress
 KV_LEASES = "leases"  # <name> -> holder and expiry (the active poller)
 LEASE_POLLER = "poller"
+# <tenant>.<YYYY-MM-DD> -> USD reserved + spent that UTC day (a decimal string);
+# <tenant>.<YYYY-MM-DD>.<task_id> -> the task's Reservation, so it is reserved only once.
+KV_BUDGETS = "budgets"
 OBJ_MANIFESTS = "batch_manifests"  # <intent_id> -> ManifestEntry rows, one per line
 
 MSG_ID = "Nats-Msg-Id"
+# On a stored result: the name of the tenant's webhook endpoint that should receive it.
+WEBHOOK_HEADER = "Batchbus-Webhook"
 
 
 def is_token(value: str) -> bool:
     """True when `value` may be a tenant or task id (a single safe subject token)."""
-    return bool(TOKEN_RE.match(value))
+    return bool(TOKEN_RE.fullmatch(value))  # match's `$` also passes a trailing newline
 
 
 def tasks(tenant: str) -> str:
@@ -84,8 +95,16 @@ def dead_letters(tenant: str) -> str:
     return f"{DEAD_LETTERS_PREFIX}.{tenant}"
 
 
+def webhook_failures(tenant: str) -> str:
+    return f"{WEBHOOK_FAILURES_PREFIX}.{tenant}"
+
+
 def accepted(tenant: str) -> str:
     return f"{ACCEPTED_PREFIX}.{tenant}"
+
+
+def realtime(tenant: str) -> str:
+    return f"{REALTIME_PREFIX}.{tenant}"
 
 
 def tenant_of_task_subject(subject: str, prefix: str = TASKS_PREFIX) -> str | None:
@@ -102,12 +121,31 @@ def task_key(tenant: str, task_id: str) -> str:
     return f"{tenant}.{task_id}"
 
 
+def kv_subject(bucket: str, key: str) -> str:
+    """The subject a KV bucket stores `key` on (a KV write is a publish to it)."""
+    return f"$KV.{bucket}.{key}"
+
+
+def kv_stream(bucket: str) -> str:
+    return f"KV_{bucket}"
+
+
 def accepted_msg_id(tenant: str, task_id: str, attempt: int) -> str:
     return f"{tenant}:{task_id}:a{attempt}"
 
 
+def realtime_msg_id(tenant: str, task_id: str) -> str:
+    # Deliberately attempt 1's batch handoff id: both land in BATCHBUS_INTERNAL, so a task
+    # redelivered to intake whose route decision flipped is still stored on one route only.
+    return accepted_msg_id(tenant, task_id, 1)
+
+
 def result_msg_id(tenant: str, task_id: str) -> str:
     return f"{tenant}:{task_id}:result"
+
+
+def webhook_failure_msg_id(delivery_id: str) -> str:
+    return f"{delivery_id}:webhook"
 
 
 def rejected_msg_id(tenant: str, task_seq: int) -> str:

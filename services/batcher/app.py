@@ -26,7 +26,8 @@ def build(settings: BatcherSettings | None = None) -> AsgiFastStream:
             client,
             await streams.batch_records(js, settings.nats),
             await streams.batch_ids_bucket(js, settings.nats),
-            metrics, settings.doubt_settle_seconds, settings.anthropic.timeout_seconds)
+            metrics, settings.doubt_settle_seconds, settings.anthropic.timeout_seconds,
+            settings.intent_stale_seconds)
         cancels = Cancels(await streams.cancels_bucket(js, settings.nats))
         await cancels.load()
         return {"batcher": Collector(js, submitter, cancels, settings, metrics).run,

@@ -17,9 +17,10 @@ from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
 from services.batcher.batching import FlushPolicy, FlushReason, PendingBatch, custom_id, request_bytes
+from services.batcher.ownership import Ownership
 from services.batcher.recovery import Guard
 from services.batcher.settings import BatcherSettings
-from services.batcher.submission import CreateInDoubt, CreateRefused, Pending, Submitter
+from services.batcher.submission import CreateInDoubt, CreateRefused, Pending, Submitter, Withdrawn
 from shared import consumer, subjects
 from shared.cancels import Cancels, publish_canceled
 from shared.metrics import Metrics
@@ -41,6 +42,8 @@ class Collector:
             settings.max_requests, settings.max_bytes, settings.max_wait_seconds))
         self.held: set[int] = set()  # stream seqs in `pending`
         self.guard = Guard(submitter, settings.intent_stale_seconds)
+        self.ownership = Ownership(settings.ack_wait_seconds)
+        self.fetched_at = monotonic()  # no message of the current fetch came before it
         self.refusals = 0
         self.last_heartbeat = self.last_recovery = monotonic()
 
@@ -62,6 +65,7 @@ class Collector:
     async def step(self, psub: JetStreamContext.PullSubscription) -> None:
         left = self.pending.time_left(monotonic())
         timeout = 1.0 if left is None else min(1.0, max(0.01, left))
+        self.fetched_at = monotonic()
         for msg in await consumer.fetch(psub, self.settings.fetch_batch, timeout):
             await self.take(msg)
         reason = self.pending.flush_reason(monotonic())
@@ -102,6 +106,8 @@ class Collector:
                        _prefix(task.params))
         if not self.pending.fits(item.size):
             await self.flush("bytes")
+        if not self.pending.items:
+            self.ownership.restart(self.fetched_at)
         self.pending.add(item, item.size, monotonic())
         self.held.add(seq)
         if self.pending.flush_reason(monotonic()) == "count":
@@ -123,7 +129,9 @@ class Collector:
                 return
         try:
             async with self._kept_alive(items):
-                record = await self.submitter.submit(items, size)
+                record = await self.submitter.submit(items, size, self.ownership.owned)
+        except Withdrawn:
+            return  # NATS redelivers them; the guard keeps them out of a second batch
         except CreateRefused as refused:
             await self._back_off(items, refused.delay)
             return
@@ -160,7 +168,11 @@ class Collector:
         if monotonic() - self.last_heartbeat < self.keep_alive_every:
             return
         self.last_heartbeat = monotonic()
-        await asyncio.gather(*(item.msg.in_progress() for item in self.pending.items))
+        if self.pending.items and not await self.ownership.keep(i.msg for i in self.pending.items):
+            dropped = self.pending.take()  # paused past the ack wait: maybe redelivered elsewhere
+            self.held.clear()
+            log.warning("dropped %d held tasks after a pause past the ack wait; NATS "
+                        "redelivers them", len(dropped))
 
     @contextlib.asynccontextmanager
     async def _kept_alive(self, items: list[Pending]) -> AsyncIterator[None]:
@@ -168,7 +180,8 @@ class Collector:
         async def beat() -> None:
             while True:
                 await asyncio.sleep(self.keep_alive_every)
-                await asyncio.gather(*(item.msg.in_progress() for item in items))
+                if not await self.ownership.keep(i.msg for i in items):
+                    return  # ours no more; the submitter withdraws before its create
 
         task = asyncio.create_task(beat())
         try:
@@ -180,7 +193,8 @@ class Collector:
 
     async def _cancel(self, msg: Msg, task: AcceptedTask) -> None:
         if await publish_canceled(self.js, task.tenant, task.task_id, task.metadata,
-                                  task.attempt - 1):
+                                  task.attempt - 1, webhook=task.webhook,
+                                  reservation=task.reservation):
             self.metrics.results.labels("canceled").inc()
         await msg.ack()
 

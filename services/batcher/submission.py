@@ -7,8 +7,10 @@ key, so the SDK never retries it; an unknown outcome is resolved by listing batc
 import asyncio
 import logging
 import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from time import monotonic
 from typing import Any, Literal
 
 import anthropic
@@ -18,6 +20,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
+from services.batcher.batching import batch_body
 from shared import failpoints
 from shared.metrics import Metrics
 from shared.models import AcceptedTask, BatchRecord, ManifestEntry
@@ -48,11 +51,13 @@ class Pending:
 
     def manifest_entry(self) -> ManifestEntry:
         t = self.task
-        return ManifestEntry(custom_id=self.custom_id, tenant=t.tenant, task_id=t.task_id,
-                             attempt=t.attempt, model=str(t.params.get("model", "")),
-                             metadata=t.metadata, published_at=t.published_at,
-                             accepted_seq=self.seq, webhook=t.webhook,
-                             reservation=t.reservation)
+        # Built from an AcceptedTask that is valid already: validating each of 100,000
+        # entries again costs more than writing them.
+        return ManifestEntry.model_construct(
+            custom_id=self.custom_id, tenant=t.tenant, task_id=t.task_id, attempt=t.attempt,
+            model=str(t.params.get("model", "")), metadata=t.metadata,
+            published_at=t.published_at, accepted_seq=self.seq, webhook=t.webhook,
+            reservation=t.reservation)
 
 
 class CreateRefused(Exception):
@@ -67,30 +72,50 @@ class CreateInDoubt(Exception):
     """Whether the batch exists is not known yet; its tasks must wait, never go again."""
 
 
+class Withdrawn(Exception):
+    """Nothing was created, and the tasks may be in another replica's hands by now (this one
+    was paused too long): drop them unacknowledged and let NATS redeliver them."""
+
+
 # The batch an unknown create made, or why there is none to adopt.
 Resolution = MessageBatch | Literal["absent", "ambiguous"]
 
 
 class Submitter:
     def __init__(self, client: AsyncAnthropic, records: BatchRecords, batch_ids: KeyValue,
-                 metrics: Metrics, settle_seconds: float, create_timeout: float) -> None:
+                 metrics: Metrics, settle_seconds: float, create_timeout: float,
+                 stale_after: float) -> None:
         self.client = client  # built with max_retries=0
         self.records = records
         self.batch_ids = batch_ids
         self.metrics = metrics
         self.settle_seconds = settle_seconds
         self.create_timeout = create_timeout
+        self.stale_after = stale_after  # when other replicas may settle our intent
 
-    async def submit(self, items: list[Pending], size: int) -> BatchRecord:
-        """Submits `items` as one batch and returns its stored record.
+    async def submit(self, items: list[Pending], size: int,
+                     owned: Callable[[], bool] = lambda: True) -> BatchRecord:
+        """Submits `items` as one batch and returns its stored record; `owned` says whether
+        their messages are still ours.
 
-        Raises CreateRefused (nothing was created) or CreateInDoubt (keep the tasks held).
+        Raises CreateRefused (nothing was created), CreateInDoubt (keep the tasks held) or
+        Withdrawn (nothing was created; drop the tasks).
         """
+        started = monotonic()
         intent = BatchRecord(intent_id=uuid.uuid4().hex, state="intent", requests=len(items),
                              bytes=size, intent_at=datetime.now(UTC))
         revision = await self.records.create(intent, (i.manifest_entry() for i in items))
         failpoints.hit("batcher.after_intent")
-        batch = await self._create(intent, revision, [i.request() for i in items])
+        # Checked just before the POST, the last moment a pause can still be noticed: the
+        # create must start while the tasks are ours, and soon enough to end before other
+        # replicas may take the intent for stale and send its tasks again.
+        if not owned() or monotonic() - started >= self.stale_after - self.create_timeout:
+            await self.records.forget(intent, revision)
+            self.metrics.create_outcomes.labels("withdrawn").inc()
+            log.warning("intent %s withdrawn before its create: this batcher was paused",
+                        intent.intent_id)
+            raise Withdrawn(intent.intent_id)
+        batch = await self._create(intent, revision, batch_body(i.request() for i in items))
         failpoints.hit("batcher.after_create")
         record = await self.record(intent, batch)
         failpoints.hit("batcher.after_record")
@@ -100,9 +125,15 @@ class Submitter:
         return record
 
     async def _create(self, intent: BatchRecord, revision: int,
-                      requests: list[dict[str, Any]]) -> MessageBatch:
+                      body: list[bytes]) -> MessageBatch:
         try:
-            batch = await self.client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+            # messages.batches.create's endpoint, with the body already encoded (the
+            # client's default Content-Type is JSON) and sent piece by piece; the length
+            # given, so it goes as one plain body, not chunked.
+            length = str(sum(len(part) for part in body))
+            batch = await self.client.post("/v1/messages/batches", cast_to=MessageBatch,
+                                           content=_stream(body),
+                                           options={"headers": {"Content-Length": length}})
             self.metrics.create_outcomes.labels("created").inc()
             log.info("created batch %s for intent %s (%d requests)",
                      batch.id, intent.intent_id, intent.requests)
@@ -179,6 +210,11 @@ class Submitter:
         except NotFoundError:
             return None
         return entry.value.decode() if entry.value else None
+
+
+async def _stream(parts: list[bytes]) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
 
 
 def _total(batch: MessageBatch) -> int:

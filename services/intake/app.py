@@ -8,26 +8,37 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 
+from services.intake.batch_history import BatchHistoryFollower
 from services.intake.handlers import TaskIntake
+from services.intake.routing import BatchHistory, Router
 from services.intake.settings import IntakeSettings
 from services.intake.validation import Limits
 from shared import consumer, streams, subjects
 from shared.app import Loop, make_app
 from shared.broker import make_broker
+from shared.budgets import BudgetGate, Budgets
 from shared.cancels import Cancels
+from shared.pricing import default_prices
 
 
 def build(settings: IntakeSettings | None = None) -> AsgiFastStream:
     settings = settings or IntakeSettings()
     broker, metrics = make_broker("intake", settings.nats)
+    endpoints = settings.webhooks.load()  # a bad configuration stops the start, loudly
+    budget_limits = settings.budgets_usd()
 
     async def setup(js: JetStreamContext) -> dict[str, Loop]:
         limits = Limits(allowed_models=settings.models(), max_tokens=settings.max_tokens,
-                        max_task_bytes=settings.max_task_bytes)
+                        max_task_bytes=settings.max_task_bytes,
+                        webhooks=endpoints.tenants())
         cancels = Cancels(await streams.cancels_bucket(js, settings.nats))
         await cancels.load()
+        history = BatchHistoryFollower(js, BatchHistory())
+        await history.load()  # so the first deadlines are judged with the history
         intake = TaskIntake(js, await streams.task_ids_bucket(js, settings.nats), cancels,
-                            limits, metrics)
+                            limits, metrics, Router(history.history, settings.route_policy()),
+                            BudgetGate(Budgets(await streams.budgets_bucket(js, settings.nats),
+                                               metrics), budget_limits, default_prices()))
 
         def consume(subject: str, durable: str, stream: str,
                     handler: Callable[[Msg], Awaitable[None]]) -> Loop:
@@ -46,6 +57,7 @@ def build(settings: IntakeSettings | None = None) -> AsgiFastStream:
             "intake-cancels": consume(subjects.CANCEL_ALL, subjects.DURABLE_INTAKE_CANCELS,
                                       subjects.STREAM_CANCELS, intake.handle_cancel),
             "cancels": cancels.follow,
+            "batch-history": history.follow,
         }
 
     return make_app(broker, metrics, settings.nats, setup)

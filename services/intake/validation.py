@@ -1,7 +1,9 @@
 """Pure validation of a raw task message: a Task, or a Rejection with a clear reason."""
 
 import json
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -11,6 +13,11 @@ from shared.models import Task
 
 REQUIRED_PARAMS = ("model", "max_tokens", "messages")
 TASK_FIELDS = frozenset(Task.model_fields)
+# JSON nests deeper than the hops after intake carry: pydantic's parser (batcher, notifier)
+# stops at 200 levels and its serializer at 255. Real request bodies nest far less.
+MAX_DEPTH = 100
+# A `\ud800`-style escape without its pair parses, but no UTF-8 encoder can write it again.
+LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -18,6 +25,7 @@ class Limits:
     allowed_models: frozenset[str] | None  # None: any model
     max_tokens: int
     max_task_bytes: int
+    webhooks: Mapping[str, frozenset[str]] = field(default_factory=dict)  # tenant -> names
 
 
 @dataclass(frozen=True)
@@ -25,11 +33,12 @@ class Rejection:
     reason: str  # a short code, used as a metric label
     message: str  # what the user reads
     task_id: str | None = None
+    webhook: str | None = None  # the endpoint the task named: its rejection goes there too
 
 
 def validate_task(data: bytes, limits: Limits) -> Task | Rejection:
     try:
-        raw = json.loads(data)
+        raw = json.loads(data, parse_constant=_not_json)
     except (ValueError, RecursionError) as exc:
         return Rejection("malformed_json", f"task is not valid JSON: {_short(exc)}")
     if not isinstance(raw, dict):
@@ -38,15 +47,26 @@ def validate_task(data: bytes, limits: Limits) -> Task | Rejection:
     if not isinstance(task_id, str) or not subjects.is_token(task_id):
         return Rejection("bad_task_id", "task_id is missing or does not match "
                          f"{subjects.TOKEN_PATTERN}: {_short(task_id)}")
-    rejection = _check_shape(raw, len(data), limits) or _check_params(raw.get("params"), limits)
+    rejection = (_check_shape(raw, len(data), limits) or _check_values(raw)
+                 or _check_params(raw.get("params"), limits))
+    webhook = raw.get("webhook") if isinstance(raw.get("webhook"), str) else None
     if rejection is not None:
-        return Rejection(rejection.reason, rejection.message, task_id)
+        return Rejection(rejection.reason, rejection.message, task_id, webhook)
     try:
         return Task.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        return Rejection("bad_field", f"{where}: {first['msg']}", task_id)
+        return Rejection("bad_field", f"{where}: {first['msg']}", task_id, webhook)
+
+
+def check_webhook(task: Task, tenant: str, limits: Limits) -> Rejection | None:
+    """A task may name only an endpoint configured for its tenant (never a URL)."""
+    if task.webhook is None or task.webhook in limits.webhooks.get(tenant, ()):
+        return None
+    known = sorted(limits.webhooks.get(tenant, ()))
+    return Rejection("unknown_webhook", f"webhook {_short(task.webhook)!r} is not configured "
+                     f"for tenant {tenant}; configured: {', '.join(known) or 'none'}", task.task_id)
 
 
 def _check_shape(raw: dict[str, Any], size: int, limits: Limits) -> Rejection | None:
@@ -55,8 +75,28 @@ def _check_shape(raw: dict[str, Any], size: int, limits: Limits) -> Rejection | 
                          f"{limits.max_task_bytes} bytes")
     unknown = sorted(set(raw) - TASK_FIELDS)
     if unknown:
-        return Rejection("unknown_field", f"unknown task field(s): {', '.join(unknown)}; "
+        return Rejection("unknown_field", f"unknown task field(s): {_short(', '.join(unknown))}; "
                          f"allowed: {', '.join(sorted(TASK_FIELDS))}")
+    return None
+
+
+def _check_values(raw: dict[str, Any]) -> Rejection | None:
+    """Rejects values JSON allows but the later hops cannot carry (without recursion: the
+    nesting itself is what is checked)."""
+    stack: list[tuple[Any, int]] = [(raw, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii() and LONE_SURROGATE.search(value):
+                return Rejection("bad_unicode", "task holds a lone UTF-16 surrogate escape "
+                                 "(\\ud800-\\udfff without its pair): not valid Unicode")
+        elif isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                return Rejection("too_deep", f"task nests deeper than {MAX_DEPTH} levels")
+            if isinstance(value, dict):
+                stack.extend((key, depth) for key in value)
+                value = value.values()
+            stack.extend((item, depth + 1) for item in value)
     return None
 
 
@@ -70,7 +110,7 @@ def _check_params(params: Any, limits: Limits) -> Rejection | None:
     if not isinstance(model, str) or not model:
         return Rejection("bad_model", "params.model must be a non-empty string")
     if limits.allowed_models is not None and model not in limits.allowed_models:
-        return Rejection("model_not_allowed", f"model {model!r} is not allowed here; allowed: "
+        return Rejection("model_not_allowed", f"model {_short(model)!r} is not allowed here; allowed: "
                          f"{', '.join(sorted(limits.allowed_models))}")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         return Rejection("bad_max_tokens", "params.max_tokens must be an integer >= 1")
@@ -89,6 +129,12 @@ def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")  # json.loads takes NaN and Infinity
+
+
 def _short(value: Any, limit: int = 80) -> str:
+    """User text echoed in a rejection: bounded, and escaped where not encodable."""
     text = str(value)
-    return text if len(text) <= limit else text[:limit] + "..."
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return text.encode("utf-8", "backslashreplace").decode()

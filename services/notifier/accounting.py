@@ -3,7 +3,8 @@
 import logging
 from datetime import UTC, datetime
 
-from services.notifier.results import latency_seconds
+from prometheus_client import Counter
+
 from shared.metrics import Metrics
 from shared.models import ManifestEntry, Result
 from shared.pricing import PriceTable
@@ -15,25 +16,43 @@ class Accounting:
     def __init__(self, metrics: Metrics, prices: PriceTable) -> None:
         self.metrics = metrics
         self.prices = prices
+        self._token_counters: dict[tuple[str, str], Counter] = {}
 
     def result(self, result: Result, entry: ManifestEntry) -> None:
+        self.final(result, entry.model, entry.published_at)
+
+    def final(self, result: Result, model: str, published_at: datetime) -> None:
+        """Counts a stored final result of either route (a real-time one's cost.batch_usd is
+        its full price, so `cost_batch` stays what was spent)."""
         self.metrics.results.labels(result.status).inc()
-        self.metrics.task_latency.observe(latency_seconds(entry, datetime.now(UTC)))
+        self.metrics.task_latency.observe(
+            max(0.0, (datetime.now(UTC) - published_at).total_seconds()))
         usage = result.usage
         if usage is None:
             return
         for kind, value in (("input", usage.input_tokens), ("output", usage.output_tokens),
                             ("cache_write", usage.cache_creation_input_tokens),
                             ("cache_read", usage.cache_read_input_tokens)):
-            self.metrics.tokens.labels(kind, entry.model).inc(value)
+            self._tokens(kind, model).inc(value)
         if result.cost is None:
             self.metrics.unknown_models.inc()
-            log.warning("no price for model %s; cost of %s not counted", entry.model,
+            log.warning("no price for model %s; cost of %s not counted", model,
                         result.task_id)
             return
         self.metrics.cost_batch.inc(result.cost.batch_usd)
         self.metrics.cost_realtime.inc(result.cost.realtime_usd)
         self.metrics.cost_saved.inc(result.cost.saved_usd)
+
+    def _tokens(self, kind: str, model: str) -> Counter:
+        """The labelled counter, looked up once per (kind, model): `labels()` takes a lock
+        and builds a key each call, four times per result."""
+        child = self._token_counters.get((kind, model))
+        if child is None:
+            child = self._token_counters[(kind, model)] = self.metrics.tokens.labels(kind, model)
+        return child
+
+    def realtime_call(self, outcome: str) -> None:
+        self.metrics.realtime_calls.labels(outcome).inc()
 
     def retry(self, reason: str) -> None:
         self.metrics.retries.labels(reason).inc()

@@ -10,11 +10,14 @@ from pydantic import ValidationError
 
 from services.notifier.accounting import Accounting
 from services.notifier.delivery import Delivery
+from services.notifier.realtime import RealtimeCalls
 from services.notifier.settings import NotifierSettings
+from services.notifier.webhooks import WebhookSender
 from shared import consumer, streams, subjects
 from shared.anthropic_client import ApiReachable, make_client
 from shared.app import Loop, Readiness, make_app
 from shared.broker import make_broker
+from shared.budgets import Budgets
 from shared.cancels import Cancels
 from shared.models import BatchEnded
 from shared.pricing import default_prices
@@ -28,15 +31,20 @@ def build(settings: NotifierSettings | None = None) -> AsgiFastStream:
     settings = settings or NotifierSettings()
     readiness = Readiness()
     broker, metrics = make_broker("notifier", settings.nats)
+    endpoints = settings.webhooks.load()  # a bad configuration stops the start, loudly
 
     async def setup(js: JetStreamContext) -> dict[str, Loop]:
         cancels = Cancels(await streams.cancels_bucket(js, settings.nats))
         await cancels.load()
         client = make_client(settings.anthropic)
         readiness.add("api", ApiReachable(client))
+        budgets = Budgets(await streams.budgets_bucket(js, settings.nats), metrics)
+        accounting = Accounting(metrics, default_prices())
         delivery = Delivery(js, client,
                             await streams.batch_records(js, settings.nats), cancels, settings,
-                            Accounting(metrics, default_prices()))
+                            accounting, budgets)
+        realtime = RealtimeCalls(js, client, await streams.realtime_calls_bucket(js, settings.nats),
+                                 cancels, settings, accounting, budgets)
 
         async def deliver_one(msg: Msg) -> None:
             try:
@@ -64,7 +72,11 @@ def build(settings: NotifierSettings | None = None) -> AsgiFastStream:
                     for msg in await consumer.fetch(psub, 1, timeout=1.0):
                         await deliver_one(msg)
 
-        return {"notifier": deliver_results, "cancels": cancels.follow}
+        loops: dict[str, Loop] = {"notifier": deliver_results, "realtime": realtime.run,
+                                  "cancels": cancels.follow}
+        if len(endpoints):  # none configured: intake rejects every name, so no result has one
+            loops["webhooks"] = WebhookSender(js, endpoints, settings, metrics).run
+        return loops
 
     return make_app(broker, metrics, settings.nats, setup, readiness=readiness)
 

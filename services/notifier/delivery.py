@@ -25,8 +25,9 @@ from services.notifier.results import (
 )
 from services.notifier.settings import NotifierSettings
 from shared import subjects
+from shared.budgets import Budgets, spent_usd
 from shared.cancels import Cancels
-from shared.models import AcceptedTask, BatchEnded, DeadLetter, ManifestEntry
+from shared.models import AcceptedTask, BatchEnded, DeadLetter, ManifestEntry, Result
 from shared.publishing import publish, publish_accepted, publish_result
 from shared.records import BatchRecords
 
@@ -39,8 +40,10 @@ EXPIRED = {"type": "expired"}
 
 class Delivery:
     def __init__(self, js: JetStreamContext, client: AsyncAnthropic, records: BatchRecords,
-                 cancels: Cancels, settings: NotifierSettings, accounting: Accounting) -> None:
+                 cancels: Cancels, settings: NotifierSettings, accounting: Accounting,
+                 budgets: Budgets | None = None) -> None:
         self.js = js
+        self.budgets = budgets
         self.client = client
         self.cancels = cancels
         self.records = records
@@ -119,12 +122,22 @@ class Delivery:
             outcome = last_attempt(result, entry.attempt)
         final = build_result(entry, outcome, batch_id, self.accounting.prices)
         msg_id = subjects.result_msg_id(final.tenant, final.task_id)
-        if not await publish_result(self.js, final, msg_id):
+        if not await publish_result(self.js, final, msg_id, entry.webhook):
             return  # a replay: counted the first time
         self.accounting.result(final, entry)
+        await self._settle_budget(entry, final)
         if outcome.exhausted and task is not None:
             history = [*task.history, attempt_record(result, entry.attempt, batch_id)]
             await self._dead_letter(task, history, final)
+
+    async def _settle_budget(self, entry: ManifestEntry, final: Result) -> None:
+        """Swaps the task's reservation for what it cost. Only a newly stored result gets
+        here, so a replay never settles twice; a crash just before keeps it reserved."""
+        if entry.reservation is None or self.budgets is None:
+            return
+        usage = (final.message or {}).get("usage")
+        actual = spent_usd(self.accounting.prices, entry.model, usage, realtime=False)
+        await self.budgets.settle_final(entry.tenant, entry.reservation, actual)
 
     async def _task(self, entry: ManifestEntry) -> AcceptedTask | None:
         """The attempt's task as the batcher got it; None if retention dropped it."""

@@ -87,15 +87,19 @@ def missing_result() -> dict[str, Any]:
         "type": "api_error", "message": "the batch's results had no line for this request"}}}
 
 
+def usage_of(message: dict[str, Any]) -> tuple[Usage, TokenCounts]:
+    """A reply's usage, as the Result reports it and as it is priced."""
+    tokens = TokenCounts.from_usage(message.get("usage") or {})
+    return Usage(input_tokens=tokens.input, output_tokens=tokens.output,
+                 cache_creation_input_tokens=tokens.cache_write_5m + tokens.cache_write_1h,
+                 cache_read_input_tokens=tokens.cache_read), tokens
+
+
 def build_result(entry: ManifestEntry, final: Final, batch_id: str,
                  prices: PriceTable) -> Result:
     usage = cost = None
     if final.message is not None:
-        raw_usage = final.message.get("usage") or {}
-        tokens = TokenCounts.from_usage(raw_usage)
-        usage = Usage(input_tokens=tokens.input, output_tokens=tokens.output,
-                      cache_creation_input_tokens=tokens.cache_write_5m + tokens.cache_write_1h,
-                      cache_read_input_tokens=tokens.cache_read)
+        usage, tokens = usage_of(final.message)
         cost = prices.cost(entry.model, tokens)
     return Result(task_id=entry.task_id, tenant=entry.tenant, status=final.status,
                   message=final.message, error=final.error, usage=usage, cost=cost,

@@ -7,9 +7,11 @@ import pytest
 from pydantic import ValidationError
 
 from services.batcher.batching import (
+    BODY_CHUNK,
     ENVELOPE_BYTES,
     FlushPolicy,
     PendingBatch,
+    batch_body,
     custom_id,
     request_bytes,
 )
@@ -36,6 +38,17 @@ def test_request_bytes_match_the_sdk_encoding() -> None:
 
 def policy(**kw: float) -> FlushPolicy:
     return FlushPolicy(**{"max_requests": 3, "max_bytes": 1000, "max_wait": 10.0, **kw})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("count", [1, BODY_CHUNK, BODY_CHUNK + 1, 2 * BODY_CHUNK + 7])
+def test_the_body_in_pieces_is_the_requests_and_the_size_the_batcher_counted(count: int) -> None:
+    requests = [{"custom_id": f"c{i}", "params": {"messages": [{"content": f"héllo {i} 🚚"}]}}
+                for i in range(count)]
+    body = b"".join(batch_body(iter(requests)))
+    assert json.loads(body) == {"requests": requests}
+    # The collector's running size (request_bytes, a comma each) plus the envelope,
+    # less the comma the last request does not have.
+    assert len(body) == ENVELOPE_BYTES + sum(request_bytes(r) for r in requests) - 1
 
 
 def test_flushes_at_the_request_count() -> None:

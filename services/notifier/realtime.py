@@ -1,0 +1,296 @@
+"""The real-time route: tasks that asked for it, or whose deadline the batch path cannot meet,
+go to the Messages API at full price, a few at a time, and get their final Result here.
+
+Never silently pays twice: a marker in KV `realtime_calls` is written before each call. A
+task message that comes back while its marker says a call was under way (the worker died
+mid-call, so the call may have run and been billed) counts that call as a used attempt: it is
+made again only while attempts remain, and is counted as `interrupted`.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import anthropic
+from anthropic import AsyncAnthropic
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
+from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, Field, ValidationError
+
+from services.notifier.accounting import Accounting
+from services.notifier.results import retry_delay, usage_of
+from services.notifier.settings import NotifierSettings
+from shared import consumer, subjects
+from shared.budgets import Budgets, spent_usd
+from shared.cancels import Cancels
+from shared.models import AcceptedTask, Attempt, Cost, DeadLetter, ErrorInfo, Result, Status
+from shared.pricing import PriceTable
+from shared.publishing import publish, publish_result
+
+log = logging.getLogger("batchbus.notifier")
+
+T = TypeVar("T")
+# The SDK's own timeout for a non-streaming Messages call; ANTHROPIC_TIMEOUT_SECONDS is sized
+# for the batch endpoints, whose calls return quickly.
+CALL_TIMEOUT_SECONDS = 600.0
+SHUTDOWN_GRACE_SECONDS = 10.0  # calls under way may finish when the service stops
+NO_BATCH = ""  # Attempt.batch_id of a real-time attempt
+
+
+class CallMarker(BaseModel):
+    """A task's real-time progress, written before each call and after each outcome."""
+
+    state: Literal["calling", "failed", "done"]
+    attempt: int  # the call under way, or the last one made
+    history: list[Attempt] = Field(default_factory=list)  # the calls that failed
+
+
+class UnexpectedReply(Exception):
+    """A 2xx answer that is not a JSON message."""
+
+
+@dataclass(frozen=True)
+class CallFailure:
+    transient: bool
+    outcome: str  # metric label
+    error: ErrorInfo
+    retry_after: float | None = None
+
+
+def classify_failure(exc: anthropic.APIError | UnexpectedReply) -> CallFailure:
+    """Transient (429, 5xx, 529, connection errors and timeouts, or what `x-should-retry`
+    says) is worth another attempt; any other answer is the request's own fault."""
+    if isinstance(exc, anthropic.APITimeoutError):
+        # The request may have run and been billed: retried like the SDK would, counted apart.
+        return CallFailure(True, "timeout", ErrorInfo(type="timeout_error", message=exc.message))
+    if isinstance(exc, anthropic.APIConnectionError):
+        return CallFailure(True, "connection_error",
+                           ErrorInfo(type="api_error", message=exc.message))
+    if not isinstance(exc, anthropic.APIStatusError):
+        return CallFailure(False, "client_error", ErrorInfo(type="api_error", message=str(exc)))
+    status = exc.status_code
+    should = exc.response.headers.get("x-should-retry")
+    transient = should == "true" if should in ("true", "false") else (
+        status in (408, 409, 429) or status >= 500)
+    outcome = ("rate_limited" if status == 429 else "overloaded" if status == 529
+               else "server_error" if status >= 500 else "client_error")
+    kind = exc.type or ("api_error" if status >= 500 else "invalid_request_error")
+    return CallFailure(transient, outcome, ErrorInfo(type=kind, message=exc.api_message or
+                                                     f"HTTP {status}"), _retry_after(exc))
+
+
+def _retry_after(exc: anthropic.APIStatusError) -> float | None:
+    try:
+        return max(0.0, float(exc.response.headers.get("retry-after", "")))
+    except ValueError:
+        return None
+
+
+def realtime_result(task: AcceptedTask, status: Status, attempts: int, prices: PriceTable,
+                    message: dict[str, Any] | None = None,
+                    error: ErrorInfo | None = None) -> Result:
+    """The task's final Result. Cost is at full price: batch_usd (what was spent) equals
+    realtime_usd, and saved_usd is 0."""
+    usage = cost = None
+    if message is not None:
+        usage, tokens = usage_of(message)
+        full = prices.realtime_usd(str(task.params.get("model")), tokens)
+        if full is not None:
+            cost = Cost(batch_usd=float(full), realtime_usd=float(full), saved_usd=0.0)
+    return Result(task_id=task.task_id, tenant=task.tenant, status=status, message=message,
+                  error=error, usage=usage, cost=cost, route="realtime", attempts=attempts,
+                  metadata=task.metadata)
+
+
+class RealtimeCalls:
+    def __init__(self, js: JetStreamContext, client: AsyncAnthropic, markers: KeyValue,
+                 cancels: Cancels, settings: NotifierSettings, accounting: Accounting,
+                 budgets: Budgets | None = None) -> None:
+        self.js = js
+        self.budgets = budgets
+        # Never retried by the SDK: a retried POST could run and bill the request twice.
+        self.client = client.with_options(
+            max_retries=0, timeout=max(CALL_TIMEOUT_SECONDS, settings.anthropic.timeout_seconds))
+        self.markers = markers
+        self.cancels = cancels
+        self.settings = settings
+        self.accounting = accounting
+
+    async def run(self) -> None:
+        """A service loop: at most NOTIFIER_REALTIME_CONCURRENCY tasks handled at once."""
+        running: set[asyncio.Task[None]] = set()
+        try:
+            async with consumer.pull(self.js, subjects.REALTIME_ALL,
+                                     subjects.DURABLE_NOTIFIER_REALTIME, subjects.STREAM_INTERNAL,
+                                     ConsumerConfig(ack_wait=self.settings.ack_wait_seconds,
+                                                    max_deliver=-1)) as psub:
+                while True:
+                    free = self.settings.realtime_concurrency - len(running)
+                    if free <= 0:
+                        await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                        continue
+                    for msg in await consumer.fetch(psub, free, timeout=1.0):
+                        work = asyncio.create_task(self.handle_safely(msg))
+                        running.add(work)
+                        work.add_done_callback(running.discard)
+        finally:
+            if running:
+                await asyncio.wait(running, timeout=SHUTDOWN_GRACE_SECONDS)
+            for work in list(running):
+                work.cancel()
+
+    async def handle_safely(self, msg: Msg) -> None:
+        try:
+            await self.handle(msg)
+        except Exception:
+            # Not acked: tried again later; the marker keeps a repeat from paying silently.
+            log.exception("real-time task at seq %s failed; retrying",
+                          msg.metadata.sequence.stream)
+            await msg.nak(delay=5.0)
+
+    async def handle(self, msg: Msg) -> None:
+        try:
+            task = AcceptedTask.model_validate_json(msg.data)
+        except ValidationError:
+            log.error("unreadable real-time task at seq %s; terminating it",
+                      msg.metadata.sequence.stream)
+            await msg.term()
+            return
+        key = subjects.task_key(task.tenant, task.task_id)
+        marker, revision = await self._marker(key)
+        if marker is not None and marker.state == "done":
+            await msg.ack()
+            return
+        history = marker.history if marker is not None else []
+        if marker is not None and marker.state == "calling":
+            if await self._has_result(task):
+                await msg.ack()  # died after publishing: the result is there
+                return
+            self.accounting.realtime_call("interrupted")
+            log.warning("real-time call %d of %s/%s was interrupted; it may have been billed",
+                        marker.attempt, task.tenant, task.task_id)
+            history = [*history, Attempt(attempt=marker.attempt, batch_id=NO_BATCH,
+                                         outcome="interrupted", message="the notifier stopped "
+                                         "during the call, which may have run and been billed")]
+        attempt = marker.attempt + 1 if marker is not None else 1
+        if key in self.cancels:
+            error = ErrorInfo(type="canceled", message="canceled at the owner's request")
+            await self._finish(msg, task, realtime_result(
+                task, "canceled", attempt - 1, self.accounting.prices, error=error), key)
+        elif attempt > self.settings.max_attempts:  # only after an interrupted last attempt
+            await self._exhausted(msg, task, key, history, attempt - 1)
+        else:
+            await self._attempt(msg, task, key, history, attempt, revision)
+
+    async def _attempt(self, msg: Msg, task: AcceptedTask, key: str, history: list[Attempt],
+                       attempt: int, revision: int) -> None:
+        """One call: final on success or a permanent error, else back-off and come back."""
+        calling = CallMarker(state="calling", attempt=attempt, history=history)
+        if await self._mark(key, calling, revision) is None:
+            # Another worker wrote the marker meanwhile: it has the task; look again later.
+            await msg.nak(delay=self.settings.ack_wait_seconds)
+            return
+        try:
+            message = await self._keep_alive(msg, self._call(task.params))
+        except (anthropic.APIError, UnexpectedReply) as exc:
+            failure = classify_failure(exc)
+            self.accounting.realtime_call(failure.outcome)
+            history = [*history, Attempt(attempt=attempt, batch_id=NO_BATCH,
+                                         outcome=failure.error.type,
+                                         message=failure.error.message)]
+            if not failure.transient:
+                await self._finish(msg, task, realtime_result(
+                    task, "errored", attempt, self.accounting.prices, error=failure.error), key)
+            elif attempt >= self.settings.max_attempts:
+                await self._exhausted(msg, task, key, history, attempt)
+            else:
+                await self.markers.put(key, CallMarker(
+                    state="failed", attempt=attempt, history=history).model_dump_json().encode())
+                delay = retry_delay(attempt, self.settings.retry_delay_seconds,
+                                    self.settings.retry_max_delay_seconds)
+                await msg.nak(delay=min(max(delay, failure.retry_after or 0.0),
+                                        self.settings.retry_max_delay_seconds))
+            return
+        self.accounting.realtime_call("succeeded")
+        await self._finish(msg, task, realtime_result(
+            task, "succeeded", attempt, self.accounting.prices, message=message), key)
+
+    async def _exhausted(self, msg: Msg, task: AcceptedTask, key: str, history: list[Attempt],
+                         attempts: int) -> None:
+        last = history[-1] if history else None
+        error = ErrorInfo(type=last.outcome if last else "api_error",
+                          message=last.message if last else "no attempt left")
+        final = realtime_result(task, "errored", attempts, self.accounting.prices, error=error)
+        if await self._finish(msg, task, final, key):
+            letter = DeadLetter(tenant=task.tenant, task_id=task.task_id, params=task.params,
+                                metadata=task.metadata, history=[*task.history, *history],
+                                result=final)
+            await publish(self.js, subjects.dead_letters(task.tenant), letter,
+                          subjects.STREAM_DEAD_LETTERS,
+                          subjects.result_msg_id(task.tenant, task.task_id))
+            self.accounting.dead_letter()
+
+    async def _finish(self, msg: Msg, task: AcceptedTask, final: Result, key: str) -> bool:
+        """Stores the final result, marks the task done and acks; False for a replay."""
+        stored = await publish_result(self.js, final,
+                                      subjects.result_msg_id(task.tenant, task.task_id),
+                                      task.webhook)
+        if stored:
+            self.accounting.final(final, str(task.params.get("model")), task.published_at)
+            if self.budgets is not None:  # newly stored: a replay never settles twice
+                spent = spent_usd(self.accounting.prices, str(task.params.get("model")),
+                                  (final.message or {}).get("usage"), realtime=True)
+                await self.budgets.settle_final(task.tenant, task.reservation, spent)
+        await self.markers.put(key, CallMarker(
+            state="done", attempt=final.attempts).model_dump_json().encode())
+        await msg.ack()
+        return stored
+
+    async def _call(self, params: dict[str, Any]) -> dict[str, Any]:
+        # A plain POST of the task's params, so every field the API accepts passes untouched.
+        reply = await self.client.post("/v1/messages", cast_to=object, body=params)
+        if not isinstance(reply, dict):
+            raise UnexpectedReply(f"the API answered with {type(reply).__name__}, not a message")
+        return reply
+
+    async def _keep_alive(self, msg: Msg, work: Awaitable[T]) -> T:
+        """Awaits `work`, telling NATS now and then that the message is still being handled."""
+        future = asyncio.ensure_future(work)
+        try:
+            while True:
+                done, _ = await asyncio.wait({future}, timeout=self.settings.ack_wait_seconds / 4)
+                if done:
+                    return future.result()
+                await msg.in_progress()
+        finally:
+            future.cancel()
+
+    async def _marker(self, key: str) -> tuple[CallMarker | None, int]:
+        try:
+            entry = await self.markers.get(key)
+        except NotFoundError:  # absent, or aged out with its task id
+            return None, 0
+        return CallMarker.model_validate_json(entry.value or b""), entry.revision or 0
+
+    async def _mark(self, key: str, marker: CallMarker, revision: int) -> int | None:
+        """Writes `marker` if the key is still at `revision` (0: absent); None if it is not."""
+        value = marker.model_dump_json().encode()
+        try:
+            if revision == 0:
+                return await self.markers.create(key, value)
+            return await self.markers.update(key, value, last=revision)
+        except KeyWrongLastSequenceError:
+            return None
+
+    async def _has_result(self, task: AcceptedTask) -> bool:
+        with contextlib.suppress(NotFoundError):
+            await self.js.get_last_msg(subjects.STREAM_RESULTS,
+                                       subjects.results(task.tenant, task.task_id))
+            return True
+        return False

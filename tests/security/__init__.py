@@ -1,0 +1,1 @@
+"""Security: least-privilege NATS users, TLS, secrets kept out of everything, loopback metrics."""
