@@ -16,9 +16,6 @@ import asyncio
 import gc
 import json
 import re
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +28,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
 
-from bench.common import KEY, emit
+from bench.common import KEY, emit, start_emulator
 from launcher.nats_server import start_nats
 from services.batcher.batching import custom_id, request_bytes
 from services.batcher.collector import _prefix
@@ -109,19 +106,6 @@ def _status(field: str) -> float:
     return int(found[1]) / 1024
 
 
-def start_emulator_process() -> tuple[subprocess.Popen[str], str]:
-    config = Path(tempfile.mkdtemp(prefix="batchbus-bench-")) / "emulator.json"
-    config.write_text(json.dumps({"api_keys": [KEY], "processing_seconds": 3600}))
-    child = subprocess.Popen([sys.executable, "-m", "emulator", "--port", "0", "--config",
-                              str(config)], stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    line = child.stdout.readline()  # "emulator listening on <url>", or EOF if it died
-    if "listening on" not in line:
-        child.kill()
-        raise RuntimeError("emulator did not start")
-    return child, line.split()[-1]
-
-
 async def raw_post(url: str, items: list[Pending]) -> tuple[float, float]:
     """Seconds to encode the same requests with json.dumps, and then to POST the bytes
     (that is mostly the API, here the emulator, reading and storing the batch)."""
@@ -139,7 +123,8 @@ async def raw_post(url: str, items: list[Pending]) -> tuple[float, float]:
 
 async def measure(n: int) -> dict[str, float]:
     server = start_nats()
-    emulator, url = start_emulator_process()
+    emulator = start_emulator(processing_seconds=3600)
+    url = emulator.url
     try:
         nc = await nats.connect(server.url)
         js = nc.jetstream()
@@ -164,8 +149,7 @@ async def measure(n: int) -> dict[str, float]:
         baseline = encode + post
         await nc.close()
     finally:
-        emulator.kill()
-        emulator.wait()
+        emulator.stop()
         server.stop()
     body = size / 1e6
     print(f"{n} requests, body {body:.1f} MB")

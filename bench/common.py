@@ -4,24 +4,53 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from emulator.config import EmulatorConfig
-from emulator.server import EmulatorHandle, start_emulator
+from launcher import processes
 from launcher.nats_server import NatsServer, start_nats
 from launcher.services import Pipeline
 
 KEY = "sk-bench"
+EMULATOR_START_TIMEOUT = 30.0  # seconds
+
+
+@dataclass
+class Emulator:
+    """The emulator in a process of its own, as the API is on another machine: in the
+    benchmark's process it would take the client's CPU (and GIL) while it serves results."""
+
+    process: subprocess.Popen[str]
+    url: str
+
+    def stop(self) -> None:
+        processes.stop(self.process)
 
 
 @dataclass
 class Stack:
     nats: NatsServer
-    emulator: EmulatorHandle
+    emulator: Emulator
     pipeline: Pipeline
+
+
+def start_emulator(processing_seconds: float) -> Emulator:
+    workdir = Path(tempfile.mkdtemp(prefix="batchbus-bench-"))
+    config, out = workdir / "emulator.json", workdir / "emulator.out"
+    config.write_text(json.dumps({"api_keys": [KEY], "processing_seconds": processing_seconds}))
+    with out.open("w") as stdout:  # a file, not a pipe nobody reads once it is up
+        child = subprocess.Popen([sys.executable, "-m", "emulator", "--port", "0", "--config",
+                                  str(config)], stdout=stdout, text=True, start_new_session=True)
+    deadline = time.monotonic() + EMULATOR_START_TIMEOUT
+    while "listening on" not in (text := out.read_text()):
+        if child.poll() is not None or time.monotonic() > deadline:
+            processes.stop(child)
+            raise RuntimeError("emulator did not start")
+        time.sleep(0.05)  # poll interval of its ready line
+    return Emulator(child, text.split("listening on", 1)[1].split()[0])
 
 
 @contextmanager
@@ -29,8 +58,7 @@ def stack(processing_seconds: float = 0.5, **env: str) -> Iterator[Stack]:
     """nats-server, the emulator and the four services, stopped on exit."""
     workdir = Path(tempfile.mkdtemp(prefix="batchbus-bench-"))
     server = start_nats(str(workdir / "nats"))
-    emulator = start_emulator(EmulatorConfig(processing_seconds=processing_seconds,
-                                             api_keys={KEY}))
+    emulator = start_emulator(processing_seconds)
     pipeline = Pipeline({"NATS_URL": server.url, "ANTHROPIC_BASE_URL": emulator.url,
                          "ANTHROPIC_API_KEY": KEY, "BATCHER_DOUBT_SETTLE_SECONDS": "0", **env},
                         workdir / "logs")

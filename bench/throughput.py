@@ -38,6 +38,7 @@ async def measure(n: int) -> dict[str, float]:
         baseline = await one_hop(s.nats.url, n, len(bodies[0]))
         pids = {name: svc.process.pid for name, svc in s.pipeline.services.items()
                 if svc.process is not None}
+        pids["nats-server"] = s.nats.process.pid
         cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
         nc = await nats.connect(s.nats.url)
         started = time.perf_counter()
@@ -54,7 +55,7 @@ async def measure(n: int) -> dict[str, float]:
     print("  CPU per task       " + ", ".join(f"{k} {v:.0f} µs" for k, v in used.items()))
     return {"tasks": n, "one_hop": baseline.hop, "publish_alone": baseline.publish,
             "fetch_ack_alone": baseline.fetch_ack, "pipeline": rate,
-            "ratio": rate / baseline.hop, **{f"cpu_us_{k}": v for k, v in used.items()}}
+            "ratio": rate / baseline.hop, **{f"cpu_us_{k.replace('-', '_')}": v for k, v in used.items()}}
 
 
 async def main(sizes: list[int]) -> None:

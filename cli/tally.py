@@ -66,12 +66,15 @@ def model_of(result: Result) -> str:
 @dataclass
 class Tally:
     statuses: Counter[str] = field(default_factory=Counter)
+    routes: Counter[str] = field(default_factory=Counter)  # results that ran, by route
     # Only results that ran (they have usage or a cost); rejections cost nothing.
     models: dict[str, ModelCost] = field(default_factory=dict)
     not_succeeded: list[Result] = field(default_factory=list)
 
     def add(self, result: Result) -> None:
         self.statuses[result.status] += 1
+        if result.route is not None:
+            self.routes[result.route] += 1
         if result.status != "succeeded":
             self.not_succeeded.append(result)
         if result.usage is not None or result.cost is not None:

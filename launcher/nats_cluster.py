@@ -7,6 +7,7 @@ a client listing every node's URL finds a restarted node where it was.
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -85,6 +86,13 @@ class ClusterNode:
                 return bool(response.status == 200)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
+
+    def client_names(self) -> list[str]:
+        """The names of the clients connected to this node (its /connz)."""
+        url = f"http://127.0.0.1:{self.monitor_port}/connz?limit=4096"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            connz = json.load(response)
+        return [c.get("name", "") for c in connz.get("connections") or []]
 
     def wait_healthy(self, timeout: float = READY_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout

@@ -43,6 +43,10 @@ class NatsServer:
     def restart(self) -> None:
         """Kills the server and starts it again on the same port with the same store dir."""
         self.kill()
+        self.start_again()
+
+    def start_again(self) -> None:
+        """Starts a stopped or killed server again on the same port with the same store dir."""
         port = int(self.url.rpartition(":")[2])
         self.process = _spawn(str(port), self.store_dir, self.config)
         if _wait_ready(self.process) != self.url:

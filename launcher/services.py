@@ -91,10 +91,14 @@ class Pipeline:
 
     def start(self) -> "Pipeline":
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for name in SERVICES:
-            self.add(name, name)
-        for service in self.services.values():
-            service.wait_ready()
+        try:
+            for name in SERVICES:
+                self.add(name, name)
+            for service in self.services.values():
+                service.wait_ready()
+        except BaseException:
+            self.stop()  # one service failed to start: leave none of the others running
+            raise
         return self
 
     def add(self, key: str, name: str, **extra_env: str) -> Service:

@@ -125,8 +125,12 @@ def print_summary(console: Console, tenant: str, file: Path, tally: Tally) -> No
     console.print(f"\nbatchbus submit — {tally.count} tasks of tenant {tenant} from {escape(file.name)}")
     console.print("  by status      " + ", ".join(
         f"{status} {n}" for status, n in sorted(tally.statuses.items())))
+    if tally.routes:
+        console.print("  by route       " + ", ".join(
+            f"{route} {n}" for route, n in sorted(tally.routes.items())))
     console.print(f"  tokens         {total.input_tokens:,} input, {total.output_tokens:,} output")
-    console.print(f"  batch cost     ${total.batch_usd:.6f}")
+    # A real-time result's batch_usd is what it cost at full price: the sum is what was spent.
+    console.print(f"  spent          ${total.batch_usd:.6f}")
     console.print(f"  real-time      ${total.realtime_usd:.6f} (the same calls at full price)")
     share = f" ({total.saved_share:.0%})" if total.saved_share is not None else ""
     console.print(f"  saved          ${total.saved_usd:.6f}{share}")

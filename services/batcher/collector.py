@@ -53,20 +53,29 @@ class Collector:
 
     async def run(self) -> None:
         await self.recover()
-        async with consumer.pull(
-                self.js, subjects.ACCEPTED_ALL, subjects.DURABLE_BATCHER,
-                subjects.STREAM_INTERNAL,
-                ConsumerConfig(ack_wait=self.settings.ack_wait_seconds, max_deliver=-1,
-                               max_ack_pending=self.settings.max_requests
-                               + 2 * self.settings.fetch_batch)) as psub:
-            while True:
-                await self.step(psub)
+        while True:
+            async with consumer.pull(
+                    self.js, subjects.ACCEPTED_ALL, subjects.DURABLE_BATCHER,
+                    subjects.STREAM_INTERNAL,
+                    ConsumerConfig(ack_wait=self.settings.ack_wait_seconds, max_deliver=-1,
+                                   max_ack_pending=self.settings.max_requests
+                                   + 2 * self.settings.fetch_batch)) as psub:
+                while await self.step(psub):
+                    pass
 
-    async def step(self, psub: JetStreamContext.PullSubscription) -> None:
+    async def step(self, psub: JetStreamContext.PullSubscription) -> bool:
+        """One round of fetch, flush, keep-alive; False when the subscription must be renewed."""
         left = self.pending.time_left(monotonic())
         timeout = 1.0 if left is None else min(1.0, max(0.01, left))
         self.fetched_at = monotonic()
-        for msg in await consumer.fetch(psub, self.settings.fetch_batch, timeout):
+        msgs = await consumer.fetch(psub, self.settings.fetch_batch, timeout)
+        if not self.ownership.owned_since(self.fetched_at):
+            # Stalled in the fetch (paused): what it got, and what waits in the subscription's
+            # buffer, may have been redelivered elsewhere meanwhile. A new subscription starts
+            # clean; NATS redelivers all of it.
+            self._drop_pending()
+            return False
+        for msg in msgs:
             await self.take(msg)
         reason = self.pending.flush_reason(monotonic())
         if reason is not None:
@@ -75,6 +84,7 @@ class Collector:
         if monotonic() - self.last_recovery >= self.settings.recovery_interval_seconds:
             await self.recover()
         self._observe()
+        return True
 
     async def take(self, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream
@@ -169,10 +179,14 @@ class Collector:
             return
         self.last_heartbeat = monotonic()
         if self.pending.items and not await self.ownership.keep(i.msg for i in self.pending.items):
-            dropped = self.pending.take()  # paused past the ack wait: maybe redelivered elsewhere
-            self.held.clear()
-            log.warning("dropped %d held tasks after a pause past the ack wait; NATS "
-                        "redelivers them", len(dropped))
+            self._drop_pending()
+
+    def _drop_pending(self) -> None:
+        """Lets go of held tasks that may be in another replica's hands (this one was paused
+        past the ack wait); unacknowledged, they come back, and the guard sorts them out."""
+        dropped = self.pending.take()
+        self.held.clear()
+        log.warning("paused past the ack wait: let go of %d held tasks", len(dropped))
 
     @contextlib.asynccontextmanager
     async def _kept_alive(self, items: list[Pending]) -> AsyncIterator[None]:

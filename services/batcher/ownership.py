@@ -23,7 +23,11 @@ class Ownership:
         self.kept_at = monotonic()  # when the held messages' ack wait last (re)started
 
     def owned(self) -> bool:
-        return monotonic() - self.kept_at < self.limit
+        return self.owned_since(self.kept_at)
+
+    def owned_since(self, delivered_after: float) -> bool:
+        """Whether a message delivered after `delivered_after` (monotonic) is still ours."""
+        return monotonic() - delivered_after < self.limit
 
     def restart(self, delivered_after: float) -> None:
         """Held messages are new: none was delivered before `delivered_after` (monotonic)."""

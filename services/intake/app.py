@@ -1,6 +1,7 @@
 """The intake service: `python -m services.intake` or `faststream run services.intake.app:app`."""
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 from faststream.asgi import AsgiFastStream
@@ -46,10 +47,29 @@ def build(settings: IntakeSettings | None = None) -> AsgiFastStream:
                 async with consumer.pull(js, subject, durable, stream, ConsumerConfig(
                         ack_wait=30, max_deliver=-1,
                         max_ack_pending=4 * settings.fetch_batch)) as psub:
-                    while True:
-                        msgs = await consumer.fetch(psub, settings.fetch_batch, timeout=1.0)
-                        await asyncio.gather(*(intake.handle_safely(m, handler) for m in msgs))
+                    await handle_while_fetching(psub, handler)
             return loop
+
+        async def handle_while_fetching(psub: JetStreamContext.PullSubscription,
+                                        handler: Callable[[Msg], Awaitable[None]]) -> None:
+            """Handles each fetched batch while the next fetch is on its way, so the round
+            trip of a fetch does not leave intake idle: at most two batches in hand, well
+            within max_ack_pending. A message is acked only by its own handler, as before."""
+            handling: asyncio.Future[list[None]] | None = None
+            try:
+                while True:
+                    msgs = await consumer.fetch(psub, settings.fetch_batch, timeout=1.0)
+                    if handling is not None:
+                        await handling
+                    handling = asyncio.gather(*(intake.handle_safely(m, handler) for m in msgs))
+            except asyncio.CancelledError:
+                if handling is not None:  # stopping: the unacked come back after ack_wait
+                    handling.cancel()
+                raise
+            finally:
+                if handling is not None:  # a failed fetch lets the batch in hand finish
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await handling
 
         return {
             "intake": consume(subjects.TASKS_ALL, subjects.DURABLE_INTAKE,

@@ -115,7 +115,7 @@ def _check_params(params: Any, limits: Limits) -> Rejection | None:
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         return Rejection("bad_max_tokens", "params.max_tokens must be an integer >= 1")
     if max_tokens > limits.max_tokens:
-        return Rejection("max_tokens_too_large", f"params.max_tokens {max_tokens} is above "
+        return Rejection("max_tokens_too_large", f"params.max_tokens {_short(max_tokens)} is above "
                          f"the limit of {limits.max_tokens}")
     if not isinstance(messages, list) or not messages:
         return Rejection("bad_messages", "params.messages must be a non-empty list")

