@@ -59,7 +59,7 @@ async def _tally(url: str, tenant: str | None, since: datetime | None) -> Tally:
 
 def table(tally: Tally, tenant: str | None) -> Table:
     who = f"tenant {tenant}" if tenant else "all tenants"
-    view = Table("model", "results", "tokens in", "tokens out", "spent (batch)",
+    view = Table("model", "results", "tokens in", "tokens out", "spent",
                  "at real-time prices", "saved", "saved %",
                  title=f"cost of {tally.count} results, {who}", title_justify="left")
     rows = sorted(tally.models.items())
