@@ -1,7 +1,6 @@
 """Pure result handling: classify one result line and build the task's final Result."""
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from shared.models import Attempt, ErrorInfo, ManifestEntry, Result, Status, Usage
@@ -105,7 +104,3 @@ def build_result(entry: ManifestEntry, final: Final, batch_id: str,
                   message=final.message, error=final.error, usage=usage, cost=cost,
                   batch_id=batch_id, route="batch", attempts=entry.attempt,
                   metadata=entry.metadata)
-
-
-def latency_seconds(entry: ManifestEntry, now: datetime) -> float:
-    return max(0.0, (now - entry.published_at).total_seconds())
