@@ -147,7 +147,27 @@ ROWS = [
               [(rate("batchbus_dead_letters_total", per=60), "dead letters"),
                (rate("batchbus_batch_create_outcomes_total", "outcome", per=60), "{{outcome}}")],
               description="Outcomes: created, refused, adopted (a create in doubt found "
-              "among the API's batches), not_created, ambiguous."),
+              "among the API's batches), not_created, ambiguous, withdrawn (a paused batcher "
+              "let go of tasks that may no longer be its own)."),
+    ]),
+    Row("Routes, budgets and webhooks", [
+        Panel("Accepted tasks by route and reason",
+              [(rate("batchbus_route_decisions_total", "route, reason"), "{{route}} {{reason}}")],
+              "ops", description="realtime: asked for, or a deadline nearer than the batch "
+              "path's estimate (below)."),
+        Panel("Batch path estimate", [("max(batchbus_batch_path_estimate_seconds)", "estimate")],
+              "s", description="Intake's estimate of task to batch result; deadlines closer "
+              "than this go real-time."),
+        Panel("Real-time calls by outcome",
+              [(rate("batchbus_realtime_calls_total", "outcome"), "{{outcome}}")], "ops"),
+        Panel("Budget reservations and settlements",
+              [(rate("batchbus_budget_reservations_total", "outcome"), "reserve {{outcome}}"),
+               (rate("batchbus_budget_settlements_total", "outcome"), "settle {{outcome}}")],
+              "ops"),
+        Panel("Webhook deliveries by outcome",
+              [(rate("batchbus_webhook_deliveries_total", "outcome"), "{{outcome}}")], "ops",
+              description="failed: given up after the last attempt, recorded on "
+              "batchbus.deadletters.webhooks.<tenant>."),
     ]),
     Row("Latency", [
         Panel("End-to-end task latency",
