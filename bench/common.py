@@ -1,6 +1,7 @@
 """Shared by the benchmarks: a whole local stack, and reading a process's memory and CPU."""
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -93,10 +94,12 @@ def emit(figures: dict[str, float]) -> None:
 
 
 def profile(pid: int, seconds: int, name: str) -> subprocess.Popen[bytes]:
-    """py-spy records the process for `seconds` (raw folded stacks in the temp dir)."""
+    """py-spy records the process for `seconds` (raw folded stacks in the temp dir). With
+    BENCH_PROFILE_IDLE=1 it samples idle time too (where the wall time goes, not the CPU)."""
     out = Path(tempfile.gettempdir()) / f"{name}-{pid}.txt"
     print(f"py-spy -> {out}")
     spy = Path(sys.executable).with_name("py-spy")
+    idle = ["--idle"] if os.environ.get("BENCH_PROFILE_IDLE") == "1" else []
     return subprocess.Popen([str(spy), "record", "-p", str(pid), "-f", "raw", "-d", str(seconds),
-                             "-r", "250", "--nonblocking", "-o", str(out)],
+                             "-r", "250", "--nonblocking", *idle, "-o", str(out)],
                             stdout=subprocess.DEVNULL)

@@ -40,7 +40,7 @@ async def deliver(size: int, profile_seconds: int = 0) -> tuple[float, float, fl
                 if profile_seconds:
                     spies.append(profile(notifier.process.pid, profile_seconds, "notifier"))
 
-        await nc.subscribe(subjects.EVENTS_ALL, cb=on_event)
+        await nc.subscribe(subjects.BATCH_EVENTS, cb=on_event)
         async with BatchbusClient(s.nats.url, "bench") as client:
             await client.publish_many(ticket(i) for i in range(size))
             await gather_results(client, size, timeout=900)

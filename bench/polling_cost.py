@@ -44,7 +44,7 @@ async def one_length(length: float, real: float) -> list[tuple[float, float]]:
             if event.event == "ended" and event.ended_at:
                 lags.append((datetime.now(UTC) - event.ended_at).total_seconds() / scale)
 
-        await nc.subscribe(subjects.EVENTS_ALL, cb=on_event)
+        await nc.subscribe(subjects.BATCH_EVENTS, cb=on_event)
         for n in range(3):
             before = await asyncio.to_thread(poll_calls, url)
             async with BatchbusClient(s.nats.url, f"bench-{n}") as client:

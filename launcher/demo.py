@@ -78,7 +78,7 @@ async def follow(url: str, tenant: str, expected: int) -> Tally:
         (tally.submitted if event.event == "submitted" else tally.ended
          if event.event == "ended" else set()).add(event.batch_id)
 
-    await events.subscribe(subjects.EVENTS_ALL, cb=on_event)
+    await events.subscribe(subjects.BATCH_EVENTS, cb=on_event)
     async with BatchbusClient(url, tenant, nats_settings=NatsSettings()) as client:
         sent = await client.publish_many(tickets(TICKETS))
         for raw in malformed():

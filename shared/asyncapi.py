@@ -65,6 +65,10 @@ def contract_broker() -> NatsBroker:
     broker.publisher(subjects.batch_events(BATCH_ID), title="batch-events", schema=BatchEvent,
                      description="A batch's lifecycle: submitted, progress (request_counts), "
                                  "ended (BATCHBUS_EVENTS).")
+    broker.publisher(subjects.tenant_batch_events(BATCH_ID, TENANT), title="tenant-batch-events",
+                     schema=BatchEvent,
+                     description="The same events, once for each tenant with tasks in the "
+                                 "batch: what a tenant's credentials may follow.")
     broker.publisher(subjects.dead_letters(TENANT), title="dead-letters", schema=DeadLetter,
                      description="For operators: a task that used up its attempts, with every "
                                  "attempt's batch and outcome (BATCHBUS_DLQ).")

@@ -156,6 +156,7 @@ class BatchRecord(_Internal):
     ended_at: datetime | None = None
     # True once every task message of the batch is acknowledged to NATS.
     acked: bool = False
+    tenants: list[str] = Field(default_factory=list)  # whose tasks it holds (for their events)
     # Result lines the notifier has settled; a restarted notifier skips them.
     lines_done: int = 0
 

@@ -1,15 +1,68 @@
 """Every JetStream publish batchbus makes, each with a deterministic Nats-Msg-Id."""
 
 import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import count
 
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import PubAck
+from nats.js.api import Header, PubAck
+from nats.js.errors import APIError, NoStreamResponseError
 from pydantic import BaseModel
 
 from shared import subjects
 from shared.models import AcceptedTask, BatchEvent, Result
 
 ACK_TIMEOUT = 10.0  # seconds; publish_async's future has no timeout of its own
+NO_RESPONDERS = "503"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to store: where, and under which Nats-Msg-Id."""
+
+    subject: str
+    body: BaseModel
+    stream: str
+    msg_id: str
+    headers: dict[str, str] | None = None
+
+    def raw(self) -> "Raw":
+        return Raw(self.subject, self.body.model_dump_json().encode(), self.stream,
+                   {**(self.headers or {}), subjects.MSG_ID: self.msg_id})
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A message as published: ready bytes and every header but Nats-Expected-Stream."""
+
+    subject: str
+    payload: bytes
+    stream: str
+    headers: dict[str, str]
+
+
+def result_message(result: Result, msg_id: str, webhook: str | None = None) -> Outgoing:
+    """The task's final result; `webhook` names the tenant's endpoint the notifier then
+    POSTs the stored result to."""
+    return Outgoing(subjects.results(result.tenant, result.task_id), result,
+                    subjects.STREAM_RESULTS, msg_id,
+                    {subjects.WEBHOOK_HEADER: webhook} if webhook else None)
+
+
+def accepted_message(task: AcceptedTask) -> Outgoing:
+    """A task attempt for the batcher (from intake, or as a retry from the notifier)."""
+    return Outgoing(subjects.accepted(task.tenant), task, subjects.STREAM_INTERNAL,
+                    subjects.accepted_msg_id(task.tenant, task.task_id, task.attempt))
+
+
+def realtime_message(task: AcceptedTask) -> Outgoing:
+    """A task for the notifier's real-time worker (from intake)."""
+    return Outgoing(subjects.realtime(task.tenant), task, subjects.STREAM_INTERNAL,
+                    subjects.realtime_msg_id(task.tenant, task.task_id))
 
 
 async def publish(js: JetStreamContext, subject: str, body: BaseModel, stream: str,
@@ -24,30 +77,117 @@ async def publish(js: JetStreamContext, subject: str, body: BaseModel, stream: s
     return await asyncio.wait_for(future, ACK_TIMEOUT)
 
 
+async def send(js: JetStreamContext, out: Outgoing) -> PubAck:
+    return await publish(js, out.subject, out.body, out.stream, out.msg_id, out.headers)
+
+
 async def publish_result(js: JetStreamContext, result: Result, msg_id: str,
                          webhook: str | None = None) -> bool:
-    """Stores the task's final result; returns False when the stream already had it.
-
-    `webhook` names the tenant's endpoint the notifier then POSTs the stored result to.
-    """
-    ack = await publish(js, subjects.results(result.tenant, result.task_id), result,
-                        subjects.STREAM_RESULTS, msg_id,
-                        {subjects.WEBHOOK_HEADER: webhook} if webhook else None)
-    return not ack.duplicate
+    """Stores the task's final result; returns False when the stream already had it."""
+    return not (await send(js, result_message(result, msg_id, webhook))).duplicate
 
 
 async def publish_accepted(js: JetStreamContext, task: AcceptedTask) -> None:
-    """Hands a task attempt to the batcher (from intake, or as a retry from the notifier)."""
-    await publish(js, subjects.accepted(task.tenant), task, subjects.STREAM_INTERNAL,
-                  subjects.accepted_msg_id(task.tenant, task.task_id, task.attempt))
+    await send(js, accepted_message(task))
 
 
 async def publish_realtime(js: JetStreamContext, task: AcceptedTask) -> None:
-    """Hands a task to the notifier's real-time worker (from intake)."""
-    await publish(js, subjects.realtime(task.tenant), task, subjects.STREAM_INTERNAL,
-                  subjects.realtime_msg_id(task.tenant, task.task_id))
+    await send(js, realtime_message(task))
 
 
-async def publish_event(js: JetStreamContext, event: BatchEvent, detail: str = "") -> None:
-    await publish(js, subjects.batch_events(event.batch_id), event, subjects.STREAM_EVENTS,
-                  subjects.event_msg_id(event.batch_id, event.event, detail))
+async def publish_event(js: JetStreamContext, event: BatchEvent, tenants: Sequence[str],
+                        detail: str = "") -> None:
+    """The batch's event, and a copy for each tenant with tasks in the batch."""
+    msg_id = subjects.event_msg_id(event.batch_id, event.event, detail)
+    await asyncio.gather(
+        publish(js, subjects.batch_events(event.batch_id), event, subjects.STREAM_EVENTS,
+                msg_id),
+        *(publish(js, subjects.tenant_batch_events(event.batch_id, tenant), event,
+                  subjects.STREAM_EVENTS, f"{msg_id}:{tenant}") for tenant in tenants))
+
+
+class PubAcks:
+    """JetStream publishes sent back to back, their acknowledgements awaited together.
+
+    What nats-py's publish_async does, except that an error reply fails its future: nats-py
+    2.16 raises the error inside its reply callback, so the future of a refused publish (a
+    KV create of a key that exists) never resolved. One reply subscription per instance.
+    """
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self.nc: Client = js._nc  # the connection the JetStream context publishes on
+        self._prefix: str | None = None
+        self._starting = asyncio.Lock()
+        self._tokens = count()
+        self._waiting: dict[str, asyncio.Future[PubAck]] = {}
+
+    async def send(self, subject: str, payload: bytes, stream: str,
+                   headers: dict[str, str]) -> "asyncio.Future[PubAck]":
+        """Publishes now; the future holds the PubAck, or the error the stream answered."""
+        prefix = self._prefix or await self._start()
+        token = str(next(self._tokens))
+        future: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = future
+        try:
+            await self.nc.publish(subject, payload, reply=prefix + token,
+                                  headers={**headers, Header.EXPECTED_STREAM: stream})
+        except BaseException:
+            del self._waiting[token]
+            raise
+        return future
+
+    async def store(self, messages: Sequence[Outgoing | Raw]) -> list[PubAck | BaseException]:
+        """Publishes every message, then waits for all their acknowledgements at once; each
+        outcome is the message's PubAck or its own error (a failed send included)."""
+        futures: list[asyncio.Future[PubAck]] = []
+        for message in messages:
+            raw = message.raw() if isinstance(message, Outgoing) else message
+            try:
+                futures.append(await self.send(raw.subject, raw.payload, raw.stream,
+                                               raw.headers))
+            except Exception as exc:  # the connection failed: this message fails
+                failed: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
+                failed.set_exception(exc)
+                futures.append(failed)
+        return await self.wait(futures)
+
+    async def wait(self, futures: Sequence["asyncio.Future[PubAck]"],
+                   timeout: float = ACK_TIMEOUT) -> list[PubAck | BaseException]:
+        """Each future's PubAck or error, in order; TimeoutError for those unanswered."""
+        if futures:
+            await asyncio.wait(futures, timeout=timeout)
+        outcomes: list[PubAck | BaseException] = []
+        for future in futures:
+            if not future.done():
+                future.cancel()  # its late reply finds no one waiting
+                outcomes.append(TimeoutError("no JetStream acknowledgement in time"))
+            else:
+                outcomes.append(future.exception() or future.result())
+        if any(f.cancelled() for f in futures):  # rare: forget the unanswered
+            self._waiting = {t: f for t, f in self._waiting.items() if not f.done()}
+        return outcomes
+
+    async def _start(self) -> str:
+        async with self._starting:
+            if self._prefix is None:
+                prefix = self.nc.new_inbox() + "."
+                await self.nc.subscribe(prefix + "*", cb=self._reply)
+                self._prefix = prefix
+            return self._prefix
+
+    async def _reply(self, msg: Msg) -> None:
+        assert self._prefix is not None
+        future = self._waiting.pop(msg.subject[len(self._prefix):], None)
+        if future is None or future.done():
+            return
+        if msg.headers and msg.headers.get(Header.STATUS) == NO_RESPONDERS:
+            future.set_exception(NoStreamResponseError())
+            return
+        try:
+            answer = json.loads(msg.data)
+            if "error" in answer:
+                future.set_exception(APIError(**answer["error"]))
+            else:
+                future.set_result(PubAck.from_response(answer))
+        except (ValueError, TypeError, KeyError) as exc:  # not a JetStream answer
+            future.set_exception(exc)

@@ -14,7 +14,8 @@ TASKS_ALL = f"{TASKS_PREFIX}.>"
 RESULTS_PREFIX = "batchbus.results"
 RESULTS_ALL = f"{RESULTS_PREFIX}.>"
 EVENTS_PREFIX = "batchbus.events.batches"
-EVENTS_ALL = f"{EVENTS_PREFIX}.>"
+EVENTS_ALL = f"{EVENTS_PREFIX}.>"  # what the events stream keeps: both kinds below
+BATCH_EVENTS = f"{EVENTS_PREFIX}.*"  # one event per batch: batchbus.events.batches.<batch_id>
 CANCEL_PREFIX = "batchbus.cancel"
 CANCEL_ALL = f"{CANCEL_PREFIX}.>"
 
@@ -85,6 +86,16 @@ def results_of(tenant: str) -> str:
 
 def batch_events(batch_id: str) -> str:
     return f"{EVENTS_PREFIX}.{batch_id}"
+
+
+# A batch mixes tenants; each tenant with tasks in it gets its own copy of the batch's events,
+# so NATS permissions can confine a tenant to `batchbus.events.batches.*.<tenant>`.
+def tenant_batch_events(batch_id: str, tenant: str) -> str:
+    return f"{EVENTS_PREFIX}.{batch_id}.{tenant}"
+
+
+def events_of(tenant: str) -> str:
+    return f"{EVENTS_PREFIX}.*.{tenant}"
 
 
 def cancel(tenant: str) -> str:

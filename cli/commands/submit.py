@@ -108,7 +108,7 @@ async def follow(nc: Client, tenant: str, tasks: list[Task], console: Console) -
                 activity.add(BatchEvent.model_validate_json(msg.data))
                 progress.update(bar, batches=activity.describe())
 
-        events = await nc.subscribe(subjects.EVENTS_ALL, cb=on_event)
+        events = await nc.subscribe(subjects.events_of(tenant), cb=on_event)
         try:
             client = BatchbusClient.over(nc, tenant)
             async with contextlib.aclosing(client.submit_many(tasks)) as results:

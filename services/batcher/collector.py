@@ -229,7 +229,7 @@ class Collector:
             batch_id=record.batch_id, event="submitted", processing_status="in_progress",
             request_counts={"processing": record.requests, "succeeded": 0, "errored": 0,
                             "canceled": 0, "expired": 0},
-            created_at=record.created_at))
+            created_at=record.created_at), record.tenants)
 
     def _observe(self) -> None:
         self.metrics.pending_tasks.set(len(self.pending.items))

@@ -103,7 +103,8 @@ class Submitter:
         """
         started = monotonic()
         intent = BatchRecord(intent_id=uuid.uuid4().hex, state="intent", requests=len(items),
-                             bytes=size, intent_at=datetime.now(UTC))
+                             bytes=size, intent_at=datetime.now(UTC),
+                             tenants=sorted({i.task.tenant for i in items}))
         revision = await self.records.create(intent, (i.manifest_entry() for i in items))
         failpoints.hit("batcher.after_intent")
         # Checked just before the POST, the last moment a pause can still be noticed: the

@@ -42,7 +42,7 @@ def build(settings: IntakeSettings | None = None) -> AsgiFastStream:
                                                metrics), budget_limits, default_prices()))
 
         def consume(subject: str, durable: str, stream: str,
-                    handler: Callable[[Msg], Awaitable[None]]) -> Loop:
+                    handler: Callable[[list[Msg]], Awaitable[None]]) -> Loop:
             async def loop() -> None:
                 async with consumer.pull(js, subject, durable, stream, ConsumerConfig(
                         ack_wait=30, max_deliver=-1,
@@ -51,17 +51,17 @@ def build(settings: IntakeSettings | None = None) -> AsgiFastStream:
             return loop
 
         async def handle_while_fetching(psub: JetStreamContext.PullSubscription,
-                                        handler: Callable[[Msg], Awaitable[None]]) -> None:
+                                        handler: Callable[[list[Msg]], Awaitable[None]]) -> None:
             """Handles each fetched batch while the next fetch is on its way, so the round
             trip of a fetch does not leave intake idle: at most two batches in hand, well
-            within max_ack_pending. A message is acked only by its own handler, as before."""
-            handling: asyncio.Future[list[None]] | None = None
+            within max_ack_pending. A message is acked only by the handler of its batch."""
+            handling: asyncio.Future[None] | None = None
             try:
                 while True:
                     msgs = await consumer.fetch(psub, settings.fetch_batch, timeout=1.0)
                     if handling is not None:
                         await handling
-                    handling = asyncio.gather(*(intake.handle_safely(m, handler) for m in msgs))
+                    handling = asyncio.ensure_future(handler(msgs))
             except asyncio.CancelledError:
                 if handling is not None:  # stopping: the unacked come back after ack_wait
                     handling.cancel()
@@ -73,9 +73,9 @@ def build(settings: IntakeSettings | None = None) -> AsgiFastStream:
 
         return {
             "intake": consume(subjects.TASKS_ALL, subjects.DURABLE_INTAKE,
-                              subjects.STREAM_TASKS, intake.handle),
+                              subjects.STREAM_TASKS, intake.handle_batch),
             "intake-cancels": consume(subjects.CANCEL_ALL, subjects.DURABLE_INTAKE_CANCELS,
-                                      subjects.STREAM_CANCELS, intake.handle_cancel),
+                                      subjects.STREAM_CANCELS, intake.handle_cancels),
             "cancels": cancels.follow,
             "batch-history": history.follow,
         }

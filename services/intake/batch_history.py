@@ -57,7 +57,7 @@ class BatchHistoryFollower:
         else:
             config.deliver_policy = DeliverPolicy.BY_START_TIME
             config.opt_start_time = self.clock() - self.history.window
-        psub = await self.js.pull_subscribe(subjects.EVENTS_ALL, stream=subjects.STREAM_EVENTS,
+        psub = await self.js.pull_subscribe(subjects.BATCH_EVENTS, stream=subjects.STREAM_EVENTS,
                                             config=config)
         try:
             yield psub

@@ -3,13 +3,15 @@
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from time import monotonic
 from typing import Any
 
 from anthropic import AsyncAnthropic
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 from nats.js.errors import NotFoundError
 
 from services.notifier.accounting import Accounting
@@ -29,7 +31,7 @@ from shared import subjects
 from shared.budgets import Budgets, spent_usd
 from shared.cancels import Cancels
 from shared.models import AcceptedTask, BatchEnded, DeadLetter, ManifestEntry, Result
-from shared.publishing import publish, publish_accepted, publish_result
+from shared.publishing import PubAcks, publish, publish_accepted, result_message
 from shared.records import BatchRecords
 
 log = logging.getLogger("batchbus.notifier")
@@ -37,6 +39,7 @@ log = logging.getLogger("batchbus.notifier")
 CHECKPOINT_EVERY = 1024  # result lines between progress records
 WINDOW = 1024  # result lines settled at once: their publishes share the round trips
 EXPIRED = {"type": "expired"}
+Line = tuple[ManifestEntry, dict[str, Any]]  # a request's manifest entry and its result
 
 
 class Delivery:
@@ -50,6 +53,7 @@ class Delivery:
         self.records = records
         self.settings = settings
         self.accounting = accounting
+        self.acks = PubAcks(js)
 
     async def deliver(self, ended: BatchEnded, keep_alive: Callable[[], Awaitable[Any]]) -> None:
         """Settles every request of the batch; safe to repeat (results carry Nats-Msg-Ids),
@@ -61,7 +65,12 @@ class Delivery:
         done = found[0].lines_done
         manifest = await self.records.manifest_index(ended.intent_id)
         lines, beat = 0, monotonic()
-        window: list[Coroutine[Any, Any, None]] = []  # lines settled concurrently
+        window: list[Line] = []  # lines settled together
+
+        async def drain() -> None:
+            await self.settle_all(window, ended.batch_id)
+            window.clear()
+
         async for custom_id, result in self._lines(ended):
             raw = manifest.pop(custom_id, None)
             if raw is None:
@@ -69,23 +78,23 @@ class Delivery:
                 continue
             lines += 1
             if lines > done:
-                window.append(self.settle(ManifestEntry.from_row(raw), result, ended.batch_id))
+                window.append((ManifestEntry.from_row(raw), result))
             if len(window) >= WINDOW:
-                await _drain(window)
+                await drain()
             if lines % CHECKPOINT_EVERY == 0 and lines > done:
-                await _drain(window)  # a checkpoint only ever covers settled lines
+                await drain()  # a checkpoint only ever covers settled lines
                 await self._checkpoint(ended.intent_id, lines)
             if monotonic() - beat > self.settings.ack_wait_seconds / 4:
                 beat = monotonic()
                 await keep_alive()
-        await _drain(window)
+        await drain()
         # Requests the file did not mention; with no file at all, the batch ran out of time.
         absent = missing_result() if ended.results_available else EXPIRED
         for raw in manifest.values():
-            window.append(self.settle(ManifestEntry.from_row(raw), absent, ended.batch_id))
+            window.append((ManifestEntry.from_row(raw), absent))
             if len(window) >= WINDOW:
-                await _drain(window)
-        await _drain(window)
+                await drain()
+        await drain()
         # Only now is the batch done with; a crash before this replays deduplicated results.
         await self.records.settle(ended.intent_id,
                                   lambda r: r.model_copy(update={"state": "delivered"}))
@@ -109,27 +118,61 @@ class Delivery:
         finally:
             await decoder.close()
 
-    async def settle(self, entry: ManifestEntry, result: dict[str, Any], batch_id: str) -> None:
-        outcome = classify(result, entry.attempt, self.settings.max_attempts)
-        if subjects.task_key(entry.tenant, entry.task_id) in self.cancels:
-            outcome = canceled(result)
-        task = None
-        if isinstance(outcome, Retry) or (isinstance(outcome, Final) and outcome.exhausted):
-            task = await self._task(entry)
+    async def settle_all(self, lines: Sequence[Line], batch_id: str) -> None:
+        """Settles result lines together: each takes the steps it would alone (a retry, or
+        a final result, then for a newly stored one its accounting, budget and dead letter),
+        but the final results are published at once and their acks awaited together. A
+        failed line fails the call after the others are settled; the delivery is retried."""
+        settling: list[Settling] = []
+        needs_task: list[Awaitable[Settling | None]] = []
+        for entry, result in lines:
+            outcome = classify(result, entry.attempt, self.settings.max_attempts)
+            if subjects.task_key(entry.tenant, entry.task_id) in self.cancels:
+                outcome = canceled(result)
+            if isinstance(outcome, Retry) or outcome.exhausted:
+                needs_task.append(self._with_task(entry, result, outcome, batch_id))
+            else:
+                settling.append(Settling(entry, result, outcome, None))
+        errors: list[BaseException] = []
+        for found in await asyncio.gather(*needs_task, return_exceptions=True):
+            if isinstance(found, BaseException):
+                errors.append(found)
+            elif found is not None:
+                settling.append(found)
+        finals = [build_result(s.entry, s.outcome, batch_id, self.accounting.prices)
+                  for s in settling]
+        acks = await self.acks.store([
+            result_message(final, subjects.result_msg_id(final.tenant, final.task_id),
+                           s.entry.webhook) for s, final in zip(settling, finals, strict=True)])
+        stored: list[Awaitable[None]] = []
+        for s, final, ack in zip(settling, finals, acks, strict=True):
+            if not isinstance(ack, PubAck):
+                errors.append(ack)
+            elif not ack.duplicate:  # a replay was counted the first time
+                self.accounting.result(final, s.entry)
+                if s.needs_follow_up(self.budgets is not None):
+                    stored.append(self._after_stored(s, final, batch_id))
+        errors += [e for e in await asyncio.gather(*stored, return_exceptions=True) if e]
+        if errors:
+            raise errors[0]
+
+    async def _with_task(self, entry: ManifestEntry, result: dict[str, Any],
+                         outcome: Final | Retry, batch_id: str) -> "Settling | None":
+        """A retry is sent back to the batcher (None); a final result keeps the attempt's task
+        for its dead letter."""
+        task = await self._task(entry)
         if isinstance(outcome, Retry):
             if task is not None:
                 await self._retry(task, attempt_record(result, entry.attempt, batch_id), outcome)
-                return
+                return None
             outcome = last_attempt(result, entry.attempt)
-        final = build_result(entry, outcome, batch_id, self.accounting.prices)
-        msg_id = subjects.result_msg_id(final.tenant, final.task_id)
-        if not await publish_result(self.js, final, msg_id, entry.webhook):
-            return  # a replay: counted the first time
-        self.accounting.result(final, entry)
-        await self._settle_budget(entry, final)
-        if outcome.exhausted and task is not None:
-            history = [*task.history, attempt_record(result, entry.attempt, batch_id)]
-            await self._dead_letter(task, history, final)
+        return Settling(entry, result, outcome, task)
+
+    async def _after_stored(self, s: "Settling", final: Result, batch_id: str) -> None:
+        await self._settle_budget(s.entry, final)
+        if s.outcome.exhausted and s.task is not None:
+            history = [*s.task.history, attempt_record(s.result, s.entry.attempt, batch_id)]
+            await self._dead_letter(s.task, history, final)
 
     async def _settle_budget(self, entry: ManifestEntry, final: Result) -> None:
         """Swaps the task's reservation for what it cost. Only a newly stored result gets
@@ -172,6 +215,15 @@ class Delivery:
             update={"lines_done": lines}) if lines > r.lines_done else None)
 
 
-async def _drain(window: list[Coroutine[Any, Any, None]]) -> None:
-    await asyncio.gather(*window)
-    window.clear()
+@dataclass(frozen=True)
+class Settling:
+    """A result line whose final result is to be stored."""
+
+    entry: ManifestEntry
+    result: dict[str, Any]
+    outcome: Final
+    task: AcceptedTask | None  # the attempt's task, kept for a dead letter
+
+    def needs_follow_up(self, budgets: bool) -> bool:
+        return (budgets and self.entry.reservation is not None) or (
+            self.outcome.exhausted and self.task is not None)

@@ -82,7 +82,8 @@ class Tracker:
             return
         if self.counts.get(batch.id) != (counts := _counts(batch)):
             self.counts[batch.id] = counts
-            await publish_event(self.js, _event(batch, "progress"), _digest(counts))
+            await publish_event(self.js, _event(batch, "progress"), record.tenants,
+                                _digest(counts))
         age = (datetime.now(UTC) - batch.created_at).total_seconds()
         self.schedule.plan(record.intent_id, monotonic(), self.policy.next_delay(
             age, previous, self.completions.expected(), self.rng))
@@ -90,7 +91,7 @@ class Tracker:
 
     async def ended(self, record: BatchRecord, batch: MessageBatch) -> None:
         await self._hand_off(record, available=True)
-        await publish_event(self.js, _event(batch, "ended"))
+        await publish_event(self.js, _event(batch, "ended"), record.tenants)
         if batch.ended_at is not None:
             took = (batch.ended_at - batch.created_at).total_seconds()
             self.completions.add(took)

@@ -193,10 +193,10 @@ def test_status_shows_a_batch_in_flight(
 
 
 async def publish_and_wait_for_record(url: str, tenant: str, emulator: EmulatorHandle) -> None:
-    """Publishes two tasks and waits (bounded) for the `submitted` event of their batch: the
-    batcher announces a batch once its record is written."""
+    """Publishes two tasks and waits (bounded) for the `submitted` event of their batch on the
+    tenant's own event subject: the batcher announces a batch once its record is written."""
     async with BatchbusClient(url, tenant) as client:
-        events = await client.nc.subscribe(subjects.EVENTS_ALL)
+        events = await client.nc.subscribe(subjects.events_of(tenant))
         await client.publish_many([ticket(1), ticket(2)])
         async with asyncio.timeout(30):
             while True:

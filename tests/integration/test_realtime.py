@@ -219,7 +219,7 @@ async def test_intake_learns_completion_times_from_ended_events(nats_server: Nat
             await publish_event(js, BatchEvent(
                 batch_id=batch_id, event="ended", processing_status="ended",
                 request_counts={}, created_at=created,
-                ended_at=created + timedelta(seconds=seconds)))
+                ended_at=created + timedelta(seconds=seconds)), tenants=["acme"])
 
         for i, batch_id in enumerate(ids[:2]):
             await ended(batch_id, 1000.0 + i)

@@ -11,17 +11,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.aio.client import Client
 
 from emulator.server import EmulatorHandle
 from launcher.nats_server import server_binary
 from launcher.services import SERVICES, Pipeline
 from shared import streams, subjects
 from shared.client import BatchbusClient
-from shared.models import Result
+from shared.models import BatchEvent, Result
 from shared.settings import NatsSettings
 from tests.conftest import pipeline_env
 from tests.integration.helpers import ticket
-from tests.security.conftest import ACCOUNTS, USERS, SecuredNats, connect_as, password_variable
+from tests.security.conftest import (
+    ACCOUNTS,
+    USERS,
+    ErrorWatch,
+    SecuredNats,
+    connect_as,
+    password_variable,
+)
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
 
@@ -74,6 +82,16 @@ async def test_a_tenant_publishes_and_reads_its_own_results(
                 done.set()
 
         await nc.subscribe(subjects.results_of("acme"), cb=on_result)
+        ended: set[str] = set()  # the tenant's own copies of its batches' events
+        batch_ended = asyncio.Event()
+
+        async def on_event(msg: Any) -> None:
+            event = BatchEvent.model_validate_json(msg.data)
+            if event.event == "ended":
+                ended.add(event.batch_id)
+                batch_ended.set()
+
+        await nc.subscribe(subjects.events_of("acme"), cb=on_event)
         js = nc.jetstream()
         for task in tasks.values():  # each PubAck comes back on _INBOX_acme
             await js.publish(subjects.tasks("acme"), json.dumps(task).encode(),
@@ -81,6 +99,7 @@ async def test_a_tenant_publishes_and_reads_its_own_results(
         await js.publish(subjects.tasks("acme"), b'{"task_id": "bad", "params": 7}')
         await js.publish(subjects.cancel("acme"), b'{"task_id": "never-sent"}')
         await asyncio.wait_for(done.wait(), 60)
+        await asyncio.wait_for(batch_ended.wait(), 30)
         assert watch.errors.empty()
 
     by_name = {name: got[task["task_id"]].status for name, task in tasks.items()}
@@ -88,6 +107,7 @@ async def test_a_tenant_publishes_and_reads_its_own_results(
                        "doomed": "errored", "now": "succeeded"}
     assert got[tasks["now"]["task_id"]].route == "realtime"
     assert got["bad"].status == "rejected"
+    assert ended and ended <= {r.batch_id for r in got.values()}
     await all_records_retired(secured_nats)  # the last steps: record and manifest deleted
     for name, service in secured_pipeline.services.items():
         log = service.log_path.read_text().lower()
@@ -129,7 +149,9 @@ TENANT_DENIED_SUBSCRIBE = [
     subjects.RESULTS_ALL,
     subjects.TASKS_ALL,
     subjects.INTERNAL_ALL,
-    subjects.EVENTS_ALL,  # batches mix tenants (README "Security")
+    subjects.EVENTS_ALL,  # batches mix tenants: each sees only its own copies
+    subjects.BATCH_EVENTS,
+    subjects.events_of("globex"),
     subjects.DEAD_LETTERS_ALL,
     "_INBOX.>",  # the services' replies
     "_INBOX_globex.>",
@@ -140,14 +162,7 @@ async def test_a_tenant_is_denied_everything_else(secured_pipeline: Pipeline,
                                                   secured_nats: SecuredNats) -> None:
     async with connect_as(secured_nats.url, "acme", secured_nats.passwords["acme"],
                           inbox_prefix="_INBOX_acme") as (nc, watch):
-        for subject in TENANT_DENIED_PUBLISH:
-            await nc.publish(subject, b"{}")
-            await nc.flush()
-            await watch.violation(subject)
-        for subject in TENANT_DENIED_SUBSCRIBE:
-            await nc.subscribe(subject)
-            await nc.flush()
-            await watch.violation(subject)
+        await expect_denied(nc, watch, TENANT_DENIED_PUBLISH, TENANT_DENIED_SUBSCRIBE)
 
         # The create subject names acme's filter but the request asks for globex's: the
         # server refuses it, so a replay consumer reads only what its subject allows.
@@ -183,14 +198,20 @@ async def test_a_service_user_is_denied_outside_its_subjects(
     }
     for user, (publish, subscribe) in denied.items():
         async with connect_as(secured_nats.url, user, secured_nats.passwords[user]) as (nc, watch):
-            for subject in publish:
-                await nc.publish(subject, b"{}")
-                await nc.flush()
-                await watch.violation(subject)
-            for subject in subscribe:
-                await nc.subscribe(subject)
-                await nc.flush()
-                await watch.violation(subject)
+            await expect_denied(nc, watch, publish, subscribe)
+
+
+async def expect_denied(nc: Client, watch: ErrorWatch, publish: list[str],
+                        subscribe: list[str]) -> None:
+    """Each publish and subscribe is refused, as the client's error callback reports."""
+    for subject in publish:
+        await nc.publish(subject, b"{}")
+        await nc.flush()
+        await watch.violation(subject)
+    for subject in subscribe:
+        await nc.subscribe(subject)
+        await nc.flush()
+        await watch.violation(subject)
 
 
 async def test_a_wrong_password_is_refused(secured_nats: SecuredNats) -> None:
