@@ -91,16 +91,18 @@ class TaskIntake:
         await self._claim_all([s for s in steps if s.live])
         await _each([s for s in steps if s.live], self._prepare)
         await self._hand_off([s for s in steps if s.live])
+        failed = [s for s in steps if s.failure is not None]
+        if failed:  # one line per batch: while NATS is away every message fails alike
+            log.error("%d of %d messages failed (the first at stream seq %s); retrying them",
+                      len(failed), len(steps), failed[0].seq, exc_info=failed[0].failure)
         for step in steps:
             try:
                 if step.failure is None:
                     await step.msg.ack()
                 else:  # retried after a pause, never dropped and never terminated
-                    log.error("message at stream seq %s failed; retrying", step.seq,
-                              exc_info=step.failure)
                     await step.msg.nak(delay=2.0)
-            except Exception:  # the connection is gone: the message comes back after ack_wait
-                log.exception("could not answer the message at stream seq %s", step.seq)
+            except Exception as exc:  # the connection is gone: it comes back after ack_wait
+                log.warning("could not answer the message at stream seq %s: %r", step.seq, exc)
 
     def _admit(self, step: "_Step") -> Awaitable[None] | None:
         """Validation, the webhook check and the route decision: a rejection, or a route."""

@@ -40,6 +40,14 @@ from tests.unit.test_monitoring_files import (
 
 T = TypeVar("T")
 TASKS = 200
+# As the `tenant` fixture, which is per test; a budget makes intake reserve and the notifier
+# settle, so the budget panels have data.
+TENANT = "mon" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="module")
+def pipeline_overrides() -> dict[str, str]:
+    return {"INTAKE_BUDGETS": f"{TENANT}=100"}
 # Metrics a run without API faults or firing alerts leaves without any series.
 MAY_BE_EMPTY = {"batchbus_api_errors_total", "ALERTS", "batchbus_loop_restarts_total"}
 # No label may take more values than this on one metric.
@@ -157,14 +165,16 @@ def totals(server: Prometheus) -> dict[str, float]:
 
 
 async def publish_workload(nats_url: str, tenant: str) -> list[Result]:
-    """200 tasks, one that fails once and is retried, one duplicate and one rejected."""
+    """200 tasks, one that fails once and is retried, one on the real-time route, one
+    duplicate and one rejected."""
     flaky = ticket(TASKS, metadata={"user_id": "emulate:errored:overloaded_error:first=1"})
+    urgent = {**ticket(TASKS + 1), "route": "realtime"}
     invalid = {"task_id": "broken-1", "params": {"model": MODEL, "messages": []}}
     async with BatchbusClient(nats_url, tenant) as client:
-        await client.publish_many([*(ticket(i) for i in range(TASKS)), flaky])
+        await client.publish_many([*(ticket(i) for i in range(TASKS)), flaky, urgent])
         await client.publish(ticket(0))
         await client.publish(invalid)
-        by_task = await gather_results(client, TASKS + 2)
+        by_task = await gather_results(client, TASKS + 3)
     assert all(len(results) == 1 for results in by_task.values())
     return [results[0] for results in by_task.values()]
 
@@ -174,7 +184,7 @@ def run(prometheus: Prometheus, nats_server: NatsServer) -> Run:
     """The workload, once Prometheus sees the idle services, and until it sees every result."""
     wait_for(lambda: all_up(prometheus), "Prometheus to scrape all four services")
     baseline = totals(prometheus)
-    tenant = "mon" + uuid.uuid4().hex[:12]  # as the `tenant` fixture, which is per test
+    tenant = TENANT
     results = asyncio.run(publish_workload(nats_server.url, tenant))
     # Each service counts a result right after publishing it, money in the same step.
     expected = baseline["batchbus_results_total"] + len(results)
@@ -213,7 +223,7 @@ def test_every_alert_rule_is_loaded_and_evaluates(prometheus: Prometheus, run: R
 @pytest.mark.nats
 def test_the_money_is_the_money_in_the_results(prometheus: Prometheus, run: Run) -> None:
     priced = [result.cost for result in run.results if result.cost is not None]
-    assert len(priced) == TASKS + 1  # everything but the rejected task
+    assert len(priced) == TASKS + 2  # everything but the rejected task
     published = {MONEY[0]: math.fsum(c.batch_usd for c in priced),
                  MONEY[1]: math.fsum(c.realtime_usd for c in priced),
                  MONEY[2]: math.fsum(c.saved_usd for c in priced)}
