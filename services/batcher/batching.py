@@ -91,3 +91,11 @@ class PendingBatch(Generic[T]):
         items, self.items = self.items, []
         self.bytes, self.oldest = ENVELOPE_BYTES, None
         return items
+
+
+def distinct_count(requests: int, taken: set[int]) -> int:
+    """The largest batch size up to `requests` that no unresolved intent has (1 at least:
+    a single request is sent even then, and waits if its create is in doubt)."""
+    while requests > 1 and requests in taken:
+        requests -= 1
+    return requests

@@ -16,7 +16,14 @@ from nats.js.api import ConsumerConfig
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
-from services.batcher.batching import FlushPolicy, FlushReason, PendingBatch, custom_id, request_bytes
+from services.batcher.batching import (
+    FlushPolicy,
+    FlushReason,
+    PendingBatch,
+    custom_id,
+    distinct_count,
+    request_bytes,
+)
 from services.batcher.ownership import Ownership
 from services.batcher.recovery import Guard
 from services.batcher.settings import BatcherSettings
@@ -137,6 +144,7 @@ class Collector:
             items = [i for i in items if i not in canceled]
             if not items:
                 return
+        items, size = await self._distinct_count(items, size)
         try:
             async with self._kept_alive(items):
                 record = await self.submitter.submit(items, size, self.ownership.owned)
@@ -157,6 +165,18 @@ class Collector:
         # record is marked acked only when the consumer's ack floor has passed all its tasks
         # (Guard.release_acked), so it is never retired while a redelivery can still come.
         await asyncio.gather(*(i.msg.ack() for i in items))
+
+    async def _distinct_count(self, items: list[Pending], size: int) -> tuple[list[Pending], int]:
+        """Gives the batch a request count no unresolved intent has, by keeping its last
+        requests for the next batch; otherwise two creates in doubt could not be told apart
+        (the list of batches shows counts, not contents) and their tasks would wait for ever."""
+        await self.guard.refresh(force=True)
+        while len(items) > distinct_count(len(items), self.guard.unresolved_counts):
+            kept = items.pop()
+            size -= kept.size
+            self.pending.add(kept, kept.size, monotonic())
+            self.held.add(kept.seq)
+        return items, size
 
     async def recover(self) -> None:
         """Settles intents left by dead runs and learns what is in flight elsewhere."""

@@ -26,6 +26,10 @@ class Guard:
         self.stale_after = timedelta(seconds=stale_after)
         self.skip: set[int] = set()  # stream seqs in a recorded batch
         self.hold: set[int] = set()  # stream seqs in an intent not yet resolved
+        # Request counts of intents not yet resolved. A create in doubt is resolved by finding
+        # an unowned batch of its count in its creation window, so two such intents of one
+        # count could never tell their batches apart: a new batch avoids these counts.
+        self.unresolved_counts: set[int] = set()
         self._manifests: dict[str, frozenset[int]] = {}
         self._refreshed = float("-inf")
 
@@ -42,6 +46,7 @@ class Guard:
             else:  # kept until delivered and acked, which outlasts any stale redelivery
                 skip |= await self._seqs(record)
         self.skip, self.hold = skip, hold
+        self.unresolved_counts = {r.requests for r in live if r.state == "intent"}
         keep = {r.intent_id for r in live}
         self._manifests = {k: v for k, v in self._manifests.items() if k in keep}
 
