@@ -91,10 +91,6 @@ async def publish_accepted(js: JetStreamContext, task: AcceptedTask) -> None:
     await send(js, accepted_message(task))
 
 
-async def publish_realtime(js: JetStreamContext, task: AcceptedTask) -> None:
-    await send(js, realtime_message(task))
-
-
 async def publish_event(js: JetStreamContext, event: BatchEvent, tenants: Sequence[str],
                         detail: str = "") -> None:
     """The batch's event, and a copy for each tenant with tasks in the batch."""

@@ -43,10 +43,9 @@ class TaskIntake:
         self.metrics = metrics
         self.acks = PubAcks(js)
 
-    async def handle_safely(self, msg: Msg,
-                            handler: Callable[[Msg], Awaitable[None]] | None = None) -> None:
+    async def handle_safely(self, msg: Msg, handler: Callable[[Msg], Awaitable[None]]) -> None:
         try:
-            await (handler or self.handle)(msg)
+            await handler(msg)
         except Exception:
             # Not acked: retried after a pause, never dropped and never terminated.
             log.exception("message at stream seq %s failed; retrying",
@@ -86,6 +85,7 @@ class TaskIntake:
         nak'd alone, never dropped; the others go on.
         """
         self.metrics.tasks_received.inc(len(msgs))
+        self.metrics.batch_path_estimate.set(self.router.estimate(datetime.now(UTC)))
         steps = [_Step(msg, msg.metadata.sequence.stream) for msg in msgs]
         await _each(steps, self._admit)
         await self._claim_all([s for s in steps if s.live])
@@ -117,9 +117,7 @@ class TaskIntake:
         if isinstance(outcome, Rejection):
             return self._reject(tenant, seq, outcome)
         step.tenant, step.task = tenant, outcome
-        now = datetime.now(UTC)
-        decision = self.router.decide(outcome.route, outcome.deadline, now)
-        self.metrics.batch_path_estimate.set(self.router.estimate(now))
+        decision = self.router.decide(outcome.route, outcome.deadline, datetime.now(UTC))
         if decision.route is None:
             return self._past_deadline(step, decision)
         step.decision, step.live = decision, True
@@ -224,9 +222,8 @@ class TaskIntake:
     async def _reserve(self, msg: Msg, tenant: str, task: Task, decision: Decision,
                        redelivered: bool) -> Reservation | Literal[False] | None:
         """Holds the task's worst case in its tenant's budget for the day it was published
-        (UTC; a redelivery finds the same day). None: no budget; False: rejected here."""
-        if self.budgets is None or not self._budgeted(tenant):
-            return None
+        (UTC; a redelivery finds the same day). False: rejected here; None: no budget."""
+        assert self.budgets is not None  # only budgeted tenants come here
         seq, key = msg.metadata.sequence.stream, subjects.task_key(tenant, task.task_id)
         if msg.metadata.num_delivered > 1 and await self._rejected_before(tenant, task.task_id,
                                                                           seq):
