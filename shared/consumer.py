@@ -5,13 +5,21 @@ faststream 0.7.8's batch pull loop catches only `nats.errors.TimeoutError`, but 
 messages it had collected (unacknowledged until AckWait). Our loops catch both.
 """
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from time import monotonic
 
 import nats.errors
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig
+from nats.js.api import ConsumerConfig, Header
+from nats.js.errors import APIError
+
+HEARTBEAT = "100"
+ENDS_REQUEST = frozenset({"404", "408", "409"})  # no messages, request expired, conflict
 
 
 @asynccontextmanager
@@ -32,8 +40,72 @@ async def pull(js: JetStreamContext, subject: str, durable: str, stream: str,
 
 
 async def fetch(psub: JetStreamContext.PullSubscription, batch: int, timeout: float) -> list[Msg]:
-    """Up to `batch` messages, or none after `timeout` seconds."""
-    try:
-        return await psub.fetch(batch=batch, timeout=timeout)
-    except TimeoutError:  # both nats.errors.TimeoutError and asyncio's
+    """Up to `batch` messages, or none after `timeout` seconds.
+
+    The pull protocol of nats-py's `fetch`: messages left from an earlier request first,
+    then a no-wait request for what is stored now, and only if that finds nothing one
+    request that waits for the next messages. But delivered messages are taken from the
+    subscription's queue as they are, where nats-py awaits each one in a task with a timer
+    of its own: about 20 µs of CPU per message, a quarter of what intake spends on a task.
+    """
+    sub = psub._sub  # the subscription nats-py delivers this consumer's messages to
+    msgs = _queued(sub, batch)
+    if len(msgs) == batch:
+        return msgs
+    deadline = monotonic() + timeout
+    await _request(psub, {"batch": batch - len(msgs), "no_wait": True})
+    while len(msgs) < batch:  # until the request's end: its status, or the batch filled
+        msg = await _next(sub, deadline)
+        if msg is None or _status(msg) in ENDS_REQUEST:
+            break
+        if _status(msg) is None:
+            msgs.append(msg)
+    if msgs:
+        return msgs
+    expires = deadline - monotonic() - 0.0001  # ends before we stop waiting for it
+    if expires <= 0:
         return []
+    await _request(psub, {"batch": batch, "expires": int(expires * 1e9)})
+    while (msg := await _next(sub, deadline)) is not None:  # the first to arrive ...
+        if _status(msg) is None:
+            return [msg, *_queued(sub, batch - 1)]  # ... and those that came with it
+    return []
+
+
+async def _request(psub: JetStreamContext.PullSubscription, request: dict[str, object]) -> None:
+    await psub._nc.publish(psub._nms, json.dumps(request).encode(), psub._deliver)
+
+
+def _queued(sub: Subscription, limit: int) -> list[Msg]:
+    """Messages already delivered, up to `limit`; status messages of earlier requests are
+    dropped (a status other than those a request ends with is an error)."""
+    msgs: list[Msg] = []
+    queue = sub._pending_queue
+    while len(msgs) < limit and not queue.empty():
+        msg = _taken(sub, queue.get_nowait())
+        if _status(msg) is None:
+            msgs.append(msg)
+    return msgs
+
+
+async def _next(sub: Subscription, deadline: float) -> Msg | None:
+    """The next delivered message or status, or None at the deadline."""
+    queue = sub._pending_queue
+    if queue.empty():
+        try:
+            return _taken(sub, await asyncio.wait_for(queue.get(), deadline - monotonic()))
+        except TimeoutError:
+            return None
+    return _taken(sub, queue.get_nowait())
+
+
+def _taken(sub: Subscription, msg: Msg) -> Msg:
+    sub._pending_size -= len(msg.data)  # what nats-py's next_msg does: frees the budget
+    status = _status(msg)
+    if status is not None and status != HEARTBEAT and status not in ENDS_REQUEST:
+        raise APIError.from_msg(msg)
+    return msg
+
+
+def _status(msg: Msg) -> str | None:
+    return msg.headers.get(Header.STATUS) if msg.headers else None

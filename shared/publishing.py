@@ -1,7 +1,6 @@
 """Every JetStream publish batchbus makes, each with a deterministic Nats-Msg-Id."""
 
 import asyncio
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import count
@@ -12,6 +11,7 @@ from nats.js import JetStreamContext
 from nats.js.api import Header, PubAck
 from nats.js.errors import APIError, NoStreamResponseError
 from pydantic import BaseModel
+from pydantic_core import from_json, to_json
 
 from shared import subjects
 from shared.models import AcceptedTask, BatchEvent, Result
@@ -31,7 +31,7 @@ class Outgoing:
     headers: dict[str, str] | None = None
 
     def raw(self) -> "Raw":
-        return Raw(self.subject, self.body.model_dump_json().encode(), self.stream,
+        return Raw(self.subject, to_json(self.body), self.stream,
                    {**(self.headers or {}), subjects.MSG_ID: self.msg_id})
 
 
@@ -72,7 +72,7 @@ async def publish(js: JetStreamContext, subject: str, body: BaseModel, stream: s
     publish_async costs a fraction of the CPU of `js.publish` (no inbox per request), and
     concurrent callers share round trips.
     """
-    future = await js.publish_async(subject, body.model_dump_json().encode(), stream=stream,
+    future = await js.publish_async(subject, to_json(body), stream=stream,
                                     headers={**(headers or {}), subjects.MSG_ID: msg_id})
     return await asyncio.wait_for(future, ACK_TIMEOUT)
 
@@ -180,10 +180,12 @@ class PubAcks:
             future.set_exception(NoStreamResponseError())
             return
         try:
-            answer = json.loads(msg.data)
+            answer = from_json(msg.data)
             if "error" in answer:
                 future.set_exception(APIError(**answer["error"]))
-            else:
-                future.set_result(PubAck.from_response(answer))
+            else:  # built directly: PubAck.from_response walks the dataclass's fields
+                future.set_result(PubAck(stream=answer["stream"], seq=answer["seq"],
+                                         domain=answer.get("domain"),
+                                         duplicate=answer.get("duplicate")))
         except (ValueError, TypeError, KeyError) as exc:  # not a JetStream answer
             future.set_exception(exc)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import from_json
 
 from shared import subjects
 from shared.models import Task
@@ -37,17 +38,18 @@ class Rejection:
 
 
 def validate_task(data: bytes, limits: Limits) -> Task | Rejection:
-    try:
-        raw = json.loads(data, parse_constant=_not_json)
-    except (ValueError, RecursionError) as exc:
-        return Rejection("malformed_json", f"task is not valid JSON: {_short(exc)}")
+    parsed = _parse(data)
+    if isinstance(parsed, Rejection):
+        return parsed
+    raw, plain = parsed
     if not isinstance(raw, dict):
         return Rejection("not_an_object", f"task must be a JSON object, got {_kind(raw)}")
     task_id = raw.get("task_id")
     if not isinstance(task_id, str) or not subjects.is_token(task_id):
         return Rejection("bad_task_id", "task_id is missing or does not match "
                          f"{subjects.TOKEN_PATTERN}: {_short(task_id)}")
-    rejection = (_check_shape(raw, len(data), limits) or _check_values(raw)
+    rejection = (_check_shape(raw, len(data), limits)
+                 or (_check_values(raw) if not plain or _may_nest_too_deep(data) else None)
                  or _check_params(raw.get("params"), limits))
     webhook = raw.get("webhook") if isinstance(raw.get("webhook"), str) else None
     if rejection is not None:
@@ -58,6 +60,30 @@ def validate_task(data: bytes, limits: Limits) -> Task | Rejection:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         return Rejection("bad_field", f"{where}: {first['msg']}", task_id, webhook)
+
+
+def _parse(data: bytes) -> tuple[Any, bool] | Rejection:
+    """The JSON value and whether pydantic's parser took it, or a rejection saying why
+    there is no value.
+
+    pydantic's parser first: faster than json.loads, and it refuses lone surrogates, NaN,
+    Infinity and nesting past 200, so what it takes needs no surrogate check. What it
+    refuses is parsed again by json.loads, whose errors and values name the reason.
+    """
+    try:
+        return from_json(data, allow_inf_nan=False), True
+    except ValueError:
+        pass
+    try:
+        return json.loads(data, parse_constant=_not_json), False
+    except (ValueError, RecursionError) as exc:
+        return Rejection("malformed_json", f"task is not valid JSON: {_short(exc)}")
+
+
+def _may_nest_too_deep(data: bytes) -> bool:
+    """False when the text has too few brackets to nest past MAX_DEPTH (brackets inside
+    strings count too, which only errs towards checking)."""
+    return data.count(b"[") + data.count(b"{") > MAX_DEPTH
 
 
 def check_webhook(task: Task, tenant: str, limits: Limits) -> Rejection | None:
