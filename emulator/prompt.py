@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -39,8 +38,7 @@ def params_hash(params: dict[str, Any]) -> str:
 
 def _prompt_tokens(prompt: dict[str, Any]) -> int:
     # Length does not depend on key order, so the (faster) unsorted encoding is enough.
-    text = json.dumps(prompt, separators=(",", ":"), ensure_ascii=False)
-    return max(1, math.ceil(len(text) / 4))
+    return max(1, math.ceil(len(to_json(prompt).decode()) / 4))
 
 
 def prompt_parts(params: dict[str, Any], message_count: int | None = None) -> dict[str, Any]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
 from typing import Any
+
+from pydantic_core import to_json
 
 from emulator import ids
 from emulator.lifecycle import Batch
@@ -31,8 +32,8 @@ def result_chunks(batch: Batch, shuffle: bool) -> Iterator[bytes]:
                 line = result_line(batch, index)
             else:
                 line = bare_line(batch.custom_ids[index], cut_kind)
-            lines.append(json.dumps(line, separators=(",", ":")) + "\n")
-        yield "".join(lines).encode()
+            lines.append(to_json(line))
+        yield b"\n".join(lines) + b"\n"
 
 
 def result_line(batch: Batch, index: int) -> dict[str, Any]:
