@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic_core import from_json
 
 Status = Literal["succeeded", "errored", "expired", "canceled", "rejected"]
 Route = Literal["auto", "batch", "realtime"]
@@ -134,9 +135,17 @@ class ManifestEntry(_Internal):
 
     @classmethod
     def from_row(cls, row: bytes) -> "ManifestEntry":
-        values = json.loads(row)
-        return cls(**dict(zip(cls.model_fields, values, strict=False)))
+        """Called for every result line: pydantic's parser takes a short row in a fifth of
+        json.loads's time; what it refuses (a lone surrogate json.dumps escaped in the
+        metadata) json.loads reads."""
+        try:
+            values = from_json(row, cache_strings="keys")
+        except ValueError:
+            values = json.loads(row)
+        return cls.model_validate(dict(zip(_ROW_FIELDS, values, strict=False)))
 
+
+_ROW_FIELDS = tuple(ManifestEntry.model_fields)  # the row's positions
 
 # intent -> submitted -> ended -> delivered; the record goes once delivered *and* acked.
 BatchState = Literal["intent", "submitted", "ended", "delivered"]

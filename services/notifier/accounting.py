@@ -1,7 +1,10 @@
 """What the notifier counts: results, tokens, money, retries, dead letters, mismatches."""
 
 import logging
+from collections import Counter as Tally
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import Counter
 
@@ -11,41 +14,82 @@ from shared.pricing import PriceTable
 
 log = logging.getLogger("batchbus.notifier")
 
+TOKEN_KINDS = ("input", "output", "cache_write", "cache_read")
+# A newly stored final result (its Result's fields), its model and when its task was published.
+Stored = tuple[dict[str, Any], str, datetime]
+
 
 class Accounting:
     def __init__(self, metrics: Metrics, prices: PriceTable) -> None:
         self.metrics = metrics
         self.prices = prices
+        # Labelled counters, looked up once: `labels()` takes a lock and builds a key a call.
+        self._status_counters: dict[str, Counter] = {}
         self._token_counters: dict[tuple[str, str], Counter] = {}
 
-    def result(self, result: Result, entry: ManifestEntry) -> None:
-        self.final(result, entry.model, entry.published_at)
+    def results(self, stored: Iterable[tuple[dict[str, Any], ManifestEntry]]) -> None:
+        """Counts the batch results a window stored anew, each as its Result's fields."""
+        self._count((fields, entry.model, entry.published_at) for fields, entry in stored)
 
     def final(self, result: Result, model: str, published_at: datetime) -> None:
         """Counts a stored final result of either route (a real-time one's cost.batch_usd is
         its full price, so `cost_batch` stays what was spent)."""
-        self.metrics.results.labels(result.status).inc()
-        self.metrics.task_latency.observe(
-            max(0.0, (datetime.now(UTC) - published_at).total_seconds()))
-        usage = result.usage
-        if usage is None:
-            return
-        for kind, value in (("input", usage.input_tokens), ("output", usage.output_tokens),
-                            ("cache_write", usage.cache_creation_input_tokens),
-                            ("cache_read", usage.cache_read_input_tokens)):
-            self._tokens(kind, model).inc(value)
-        if result.cost is None:
-            self.metrics.unknown_models.inc()
-            log.warning("no price for model %s; cost of %s not counted", model,
-                        result.task_id)
-            return
-        self.metrics.cost_batch.inc(result.cost.batch_usd)
-        self.metrics.cost_realtime.inc(result.cost.realtime_usd)
-        self.metrics.cost_saved.inc(result.cost.saved_usd)
+        self._count([(result.model_dump(include={"task_id", "status", "usage", "cost"}), model,
+                      published_at)])
+
+    def _count(self, stored: Iterable[Stored]) -> None:
+        """Sums tokens and money over the results first: one `inc` per status, token kind
+        and model, and money counter, instead of eight per result (each takes a lock). The
+        latency histogram still sees every result."""
+        now = datetime.now(UTC)
+        observe = self.metrics.task_latency.observe
+        statuses: Tally[str] = Tally()
+        tokens: dict[str, list[int]] = {}  # model -> the TOKEN_KINDS' sums
+        unpriced: dict[str, list[str]] = {}  # model -> task ids
+        batch = realtime = saved = 0.0
+        priced = False
+        for fields, model, published_at in stored:
+            statuses[fields["status"]] += 1
+            observe(max(0.0, (now - published_at).total_seconds()))
+            usage = fields["usage"]
+            if usage is None:
+                continue
+            sums = tokens.get(model)
+            if sums is None:
+                sums = tokens[model] = [0, 0, 0, 0]
+            sums[0] += usage["input_tokens"]
+            sums[1] += usage["output_tokens"]
+            sums[2] += usage["cache_creation_input_tokens"]
+            sums[3] += usage["cache_read_input_tokens"]
+            cost = fields["cost"]
+            if cost is None:
+                unpriced.setdefault(model, []).append(fields["task_id"])
+                continue
+            priced = True
+            batch += cost["batch_usd"]
+            realtime += cost["realtime_usd"]
+            saved += cost["saved_usd"]
+        for status, count in statuses.items():
+            self._status(status).inc(count)
+        for model, sums in tokens.items():
+            for kind, value in zip(TOKEN_KINDS, sums, strict=True):
+                self._tokens(kind, model).inc(value)
+        for model, task_ids in unpriced.items():
+            self.metrics.unknown_models.inc(len(task_ids))
+            log.warning("no price for model %s; cost of %d result(s) not counted (%s%s)", model,
+                        len(task_ids), ", ".join(task_ids[:3]), ", ..." if len(task_ids) > 3 else "")
+        if priced:
+            self.metrics.cost_batch.inc(batch)
+            self.metrics.cost_realtime.inc(realtime)
+            self.metrics.cost_saved.inc(saved)
+
+    def _status(self, status: str) -> Counter:
+        child = self._status_counters.get(status)
+        if child is None:
+            child = self._status_counters[status] = self.metrics.results.labels(status)
+        return child
 
     def _tokens(self, kind: str, model: str) -> Counter:
-        """The labelled counter, looked up once per (kind, model): `labels()` takes a lock
-        and builds a key each call, four times per result."""
         child = self._token_counters.get((kind, model))
         if child is None:
             child = self._token_counters[(kind, model)] = self.metrics.tokens.labels(kind, model)

@@ -3,6 +3,8 @@
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic_core import to_json
+
 from shared.models import Attempt, ErrorInfo, ManifestEntry, Result, Status, Usage
 from shared.pricing import PriceTable, TokenCounts
 
@@ -89,18 +91,35 @@ def missing_result() -> dict[str, Any]:
 def usage_of(message: dict[str, Any]) -> tuple[Usage, TokenCounts]:
     """A reply's usage, as the Result reports it and as it is priced."""
     tokens = TokenCounts.from_usage(message.get("usage") or {})
-    return Usage(input_tokens=tokens.input, output_tokens=tokens.output,
-                 cache_creation_input_tokens=tokens.cache_write_5m + tokens.cache_write_1h,
-                 cache_read_input_tokens=tokens.cache_read), tokens
+    return Usage(**usage_fields(tokens)), tokens
+
+
+def usage_fields(tokens: TokenCounts) -> dict[str, int]:
+    return {"input_tokens": tokens.input, "output_tokens": tokens.output,
+            "cache_creation_input_tokens": tokens.cache_write_5m + tokens.cache_write_1h,
+            "cache_read_input_tokens": tokens.cache_read}
+
+
+def result_fields(entry: ManifestEntry, final: Final, batch_id: str,
+                  prices: PriceTable) -> dict[str, Any]:
+    """The task's final Result as its fields, in the model's order: `result_json` makes of
+    them the bytes `Result.model_dump_json` would, without validating what we built."""
+    usage = cost = None
+    if final.message is not None:
+        tokens = TokenCounts.from_usage(final.message.get("usage") or {})
+        usage, cost = usage_fields(tokens), prices.cost_fields(entry.model, tokens)
+    return {"task_id": entry.task_id, "tenant": entry.tenant, "status": final.status,
+            "message": final.message, "error": final.error, "usage": usage, "cost": cost,
+            "batch_id": batch_id, "route": "batch", "attempts": entry.attempt,
+            "metadata": entry.metadata}
+
+
+def result_json(fields: dict[str, Any]) -> bytes:
+    """What a Result of these fields publishes; NaN and infinities as null, as a model's."""
+    return to_json(fields, inf_nan_mode="null")
 
 
 def build_result(entry: ManifestEntry, final: Final, batch_id: str,
                  prices: PriceTable) -> Result:
-    usage = cost = None
-    if final.message is not None:
-        usage, tokens = usage_of(final.message)
-        cost = prices.cost(entry.model, tokens)
-    return Result(task_id=entry.task_id, tenant=entry.tenant, status=final.status,
-                  message=final.message, error=final.error, usage=usage, cost=cost,
-                  batch_id=batch_id, route="batch", attempts=entry.attempt,
-                  metadata=entry.metadata)
+    """The same final result as a model."""
+    return Result.model_validate(result_fields(entry, final, batch_id, prices))
