@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from pydantic_core import from_json
+from pydantic_core import from_json, to_json
 
 Status = Literal["succeeded", "errored", "expired", "canceled", "rejected"]
 Route = Literal["auto", "batch", "realtime"]
@@ -131,7 +131,7 @@ class ManifestEntry(_Internal):
                              else None]
         while values[-1] is None:
             values.pop()
-        return json.dumps(values, separators=(",", ":")).encode()
+        return to_json(values)  # pydantic's encoder: compact UTF-8, twice json.dumps' speed
 
     @classmethod
     def from_row(cls, row: bytes) -> "ManifestEntry":

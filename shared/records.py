@@ -2,7 +2,7 @@
 manifests in the object store `batch_manifests`, kept together in one place."""
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
@@ -43,9 +43,10 @@ class BatchRecords:
         found = [await self.read(s.removeprefix(KV_SUBJECTS)) for s in info.state.subjects or {}]
         return [f[0] for f in found if f is not None]
 
-    async def create(self, intent: BatchRecord, entries: Iterable[ManifestEntry]) -> int:
-        """Writes the manifest, then the intent; returns the intent's revision."""
-        data = b"".join(e.to_row() + b"\n" for e in entries)
+    async def create(self, intent: BatchRecord, rows: list[bytes]) -> int:
+        """Writes the manifest (its entries' rows, ManifestEntry.to_row), then the intent;
+        returns the intent's revision."""
+        data = b"\n".join([*rows, b""])
         await self.manifests.put(intent.intent_id, data)
         return int(await self.kv.create(intent.intent_id, intent.model_dump_json().encode()))
 

@@ -3,9 +3,11 @@
 import base64
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
+
+from pydantic_core import to_json
 
 T = TypeVar("T")
 FlushReason = Literal["count", "bytes", "time"]
@@ -21,33 +23,51 @@ def custom_id(tenant: str, task_id: str, attempt: int) -> str:
     return f"{base64.b32encode(digest).decode().rstrip('=').lower()}-a{attempt}"
 
 
+def encode_request(custom_id: str, params: dict[str, Any]) -> bytes:
+    """One request of a create body, compact UTF-8 JSON as the SDK would send it. Encoded
+    once, when its task is taken: its length is its size, and the body joins these bytes."""
+    encoded = to_json(params)  # pydantic's encoder: several times json.dumps' speed
+    if b"NaN" in encoded or b"Infinity" in encoded:
+        # It writes NaN and Infinity as bare words, which are not JSON; json.dumps refuses
+        # them (ValueError), and takes back the rest: those words were inside a string.
+        encoded = json.dumps(params, ensure_ascii=False, separators=(",", ":"),
+                             allow_nan=False).encode()
+    # A custom id holds no character JSON escapes.
+    return b"".join((b'{"custom_id":"', custom_id.encode(), b'","params":', encoded, b"}"))
+
+
 def request_bytes(request: dict[str, Any]) -> int:
-    """Bytes of one request as the SDK encodes it (compact, UTF-8), plus its comma."""
-    text = json.dumps(request, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return len(text.encode()) + 1
+    """Bytes of one request as the body carries it, plus its comma."""
+    return len(encode_request(request["custom_id"], request["params"])) + 1
 
 
-def batch_body(requests: Iterable[dict[str, Any]]) -> list[bytes]:
-    """The create call's JSON body, encoded as request_bytes counts it, in pieces of
-    BODY_CHUNK requests. One C-level json pass per piece (the SDK's own path deep-copies
-    every request first: seconds for 100,000), and pieces rather than one bytes object:
-    joining them, or a socket buffering the unsent rest of one, would hold the body twice."""
-    parts = [b'{"requests":[']
-    chunk: list[dict[str, Any]] = []
-    for request in requests:
-        chunk.append(request)
-        if len(chunk) == BODY_CHUNK:
-            parts.append(_piece(chunk, first=len(parts) == 1))
-            chunk = []
-    if chunk:
-        parts.append(_piece(chunk, first=len(parts) == 1))
-    parts.append(b"]}")
-    return parts
+def batch_body(requests: Sequence[bytes]) -> tuple[int, AsyncIterator[bytes]]:
+    """The create call's JSON body from encoded requests: its length, and the body itself
+    in pieces of BODY_CHUNK requests, each joined only when it is sent. The requests are
+    held already; a joined body, or a socket buffering the unsent rest of a big piece,
+    would hold them a second time (the SDK's own path deep-copies every request first)."""
+    length = ENVELOPE_BYTES + sum(len(r) for r in requests) + max(len(requests) - 1, 0)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b'{"requests":['
+        for start in range(0, len(requests), BODY_CHUNK):
+            piece = b",".join(requests[start:start + BODY_CHUNK])
+            yield piece if start == 0 else b"," + piece
+        yield b"]}"
+
+    return length, pieces()
 
 
-def _piece(requests: list[dict[str, Any]], first: bool) -> bytes:
-    text = json.dumps(requests, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return (text[1:-1] if first else "," + text[1:-1]).encode()  # without the list's [ ]
+def prefix_key(params: dict[str, Any]) -> str:
+    """Digest of what prompt caching can share: model, system prompt and tools. Equal
+    prompts get equal keys; it orders the requests of a batch, so requests that can share
+    a prompt cache are side by side."""
+    model, system, tools = params.get("model"), params.get("system"), params.get("tools")
+    if tools is None and isinstance(model, str) and isinstance(system, str | None):
+        shared = f"{model}\0{system}"  # the common case, without a JSON encoding
+    else:
+        shared = json.dumps([model, system, tools], sort_keys=True, default=str)
+    return hashlib.blake2b(shared.encode(errors="surrogatepass"), digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,10 @@
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from time import monotonic
-from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -16,14 +13,7 @@ from nats.js.api import ConsumerConfig
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
-from services.batcher.batching import (
-    FlushPolicy,
-    FlushReason,
-    PendingBatch,
-    custom_id,
-    distinct_count,
-    request_bytes,
-)
+from services.batcher.batching import FlushPolicy, FlushReason, PendingBatch, distinct_count
 from services.batcher.ownership import Ownership
 from services.batcher.recovery import Guard
 from services.batcher.settings import BatcherSettings
@@ -31,7 +21,7 @@ from services.batcher.submission import CreateInDoubt, CreateRefused, Pending, S
 from shared import consumer, subjects
 from shared.cancels import Cancels, publish_canceled
 from shared.metrics import Metrics
-from shared.models import AcceptedTask, BatchEvent, BatchRecord
+from shared.models import AcceptedTask, BatchEvent, BatchRecord, ManifestEntry
 from shared.publishing import publish_event
 
 log = logging.getLogger("batchbus.batcher")
@@ -118,9 +108,12 @@ class Collector:
         if wait > 0:  # a retry still in its back-off
             await msg.nak(delay=wait)
             return
-        cid = custom_id(task.tenant, task.task_id, task.attempt)
-        item = Pending(msg, task, cid, request_bytes({"custom_id": cid, "params": task.params}),
-                       _prefix(task.params))
+        try:
+            item = Pending.of(msg, task)
+        except ValueError:  # NaN or Infinity: intake lets none through
+            log.error("internal message at seq %s holds no JSON request; terminating it", seq)
+            await msg.term()
+            return
         if not self.pending.fits(item.size):
             await self.flush("bytes")
         if not self.pending.items:
@@ -135,11 +128,10 @@ class Collector:
         # Requests that share a prompt prefix side by side (see README, prompt caching).
         items = sorted(self.pending.take(), key=lambda i: i.prefix)
         self.held.clear()
-        canceled = [i for i in items if subjects.task_key(i.task.tenant, i.task.task_id)
-                    in self.cancels]
+        canceled = [i for i in items if subjects.task_key(i.tenant, i.task_id) in self.cancels]
         if canceled:  # canceled while waiting for this batch
             for item in canceled:
-                await self._cancel(item.msg, item.task)
+                await self._cancel(item.msg, item.entry())
                 size -= item.size
             items = [i for i in items if i not in canceled]
             if not items:
@@ -158,13 +150,16 @@ class Collector:
             await self.guard.refresh(force=True)
             return
         self.refusals = 0
-        self.guard.note_recorded({i.seq for i in items})
+        self.guard.note_recorded(record.intent_id, frozenset(i.seq for i in items))
         self.metrics.flushes.labels(reason).inc()
         await self._announce(record)
         # Plain acks: a lost one brings its message back, and the guard acks it then. The
         # record is marked acked only when the consumer's ack floor has passed all its tasks
         # (Guard.release_acked), so it is never retired while a redelivery can still come.
-        await asyncio.gather(*(i.msg.ack() for i in items))
+        # One after the other: an ack only fills the client's buffer, and a task each
+        # (gather) would cost more than the ack.
+        for item in items:
+            await item.msg.ack()
 
     async def _distinct_count(self, items: list[Pending], size: int) -> tuple[list[Pending], int]:
         """Gives the batch a request count no unresolved intent has, by keeping its last
@@ -225,7 +220,7 @@ class Collector:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _cancel(self, msg: Msg, task: AcceptedTask) -> None:
+    async def _cancel(self, msg: Msg, task: AcceptedTask | ManifestEntry) -> None:
         if await publish_canceled(self.js, task.tenant, task.task_id, task.metadata,
                                   task.attempt - 1, webhook=task.webhook,
                                   reservation=task.reservation):
@@ -253,13 +248,7 @@ class Collector:
 
     def _observe(self) -> None:
         self.metrics.pending_tasks.set(len(self.pending.items))
-        oldest = self.pending.items[0].task.published_at if self.pending.items else None
+        oldest = self.pending.items[0].published_at if self.pending.items else None
         age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
         self.metrics.oldest_pending_age.set(age)  # since the user published the task
 
-
-def _prefix(params: dict[str, Any]) -> str:
-    """Digest of what prompt caching can share: model, system prompt and tools."""
-    shared = json.dumps([params.get("model"), params.get("system"), params.get("tools")],
-                        sort_keys=True, default=str)
-    return hashlib.blake2b(shared.encode(), digest_size=8).hexdigest()

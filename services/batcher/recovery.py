@@ -50,9 +50,11 @@ class Guard:
         keep = {r.intent_id for r in live}
         self._manifests = {k: v for k, v in self._manifests.items() if k in keep}
 
-    def note_recorded(self, seqs: set[int]) -> None:
-        """Our own new batch: its messages are guarded before the next read of the records."""
+    def note_recorded(self, intent_id: str, seqs: frozenset[int]) -> None:
+        """Our own new batch: its messages are guarded before the next read of the records,
+        and that read need not fetch its manifest (a manifest never changes once written)."""
         self.skip |= seqs
+        self._manifests[intent_id] = seqs
 
     async def settle_stale(self) -> list[BatchRecord]:
         """Resolves intents no live create can still answer; returns the adopted batches."""

@@ -7,11 +7,11 @@ key, so the SDK never retries it; an unknown outcome is resolved by listing batc
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from time import monotonic
-from typing import Any, Literal
+from typing import Literal
 
 import anthropic
 from anthropic import AsyncAnthropic
@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
-from services.batcher.batching import batch_body
+from services.batcher.batching import batch_body, custom_id, encode_request, prefix_key
 from shared import failpoints
 from shared.metrics import Metrics
 from shared.models import AcceptedTask, BatchRecord, ManifestEntry
@@ -32,32 +32,44 @@ log = logging.getLogger("batchbus.batcher")
 CLOCK_SKEW = timedelta(minutes=5)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pending:
-    """One task attempt held (unacknowledged) by the batcher until its batch is recorded."""
+    """One task attempt held (unacknowledged) by the batcher until its batch is recorded.
+
+    Held as bytes, encoded when the task is taken: its request as the create body carries
+    it (its length is its size) and its manifest row, so a flush of 100,000 encodes nothing
+    and a held task is not kept as objects twice (the parsed task is let go)."""
 
     msg: Msg
-    task: AcceptedTask
-    custom_id: str
-    size: int
+    seq: int  # stream sequence of the message
+    tenant: str
+    task_id: str
+    published_at: datetime
+    row: bytes  # its ManifestEntry as the manifest stores it
+    request: bytes
     prefix: str  # requests that share it can share a prompt cache
 
-    @property
-    def seq(self) -> int:
-        return int(self.msg.metadata.sequence.stream)
-
-    def request(self) -> dict[str, Any]:
-        return {"custom_id": self.custom_id, "params": self.task.params}
-
-    def manifest_entry(self) -> ManifestEntry:
-        t = self.task
+    @classmethod
+    def of(cls, msg: Msg, task: AcceptedTask) -> "Pending":
+        """Raises ValueError for params that JSON cannot carry (NaN, Infinity)."""
+        cid = custom_id(task.tenant, task.task_id, task.attempt)
+        seq = msg.metadata.sequence.stream
         # Built from an AcceptedTask that is valid already: validating each of 100,000
         # entries again costs more than writing them.
-        return ManifestEntry.model_construct(
-            custom_id=self.custom_id, tenant=t.tenant, task_id=t.task_id, attempt=t.attempt,
-            model=str(t.params.get("model", "")), metadata=t.metadata,
-            published_at=t.published_at, accepted_seq=self.seq, webhook=t.webhook,
-            reservation=t.reservation)
+        entry = ManifestEntry.model_construct(
+            custom_id=cid, tenant=task.tenant, task_id=task.task_id, attempt=task.attempt,
+            model=str(task.params.get("model", "")), metadata=task.metadata,
+            published_at=task.published_at, accepted_seq=seq, webhook=task.webhook,
+            reservation=task.reservation)
+        return cls(msg, seq, task.tenant, task.task_id, task.published_at, entry.to_row(),
+                   encode_request(cid, task.params), prefix_key(task.params))
+
+    @property
+    def size(self) -> int:
+        return len(self.request) + 1  # and its comma in the body
+
+    def entry(self) -> ManifestEntry:
+        return ManifestEntry.from_row(self.row)
 
 
 class CreateRefused(Exception):
@@ -104,8 +116,8 @@ class Submitter:
         started = monotonic()
         intent = BatchRecord(intent_id=uuid.uuid4().hex, state="intent", requests=len(items),
                              bytes=size, intent_at=datetime.now(UTC),
-                             tenants=sorted({i.task.tenant for i in items}))
-        revision = await self.records.create(intent, (i.manifest_entry() for i in items))
+                             tenants=sorted({i.tenant for i in items}))
+        revision = await self.records.create(intent, [i.row for i in items])
         failpoints.hit("batcher.after_intent")
         # Checked just before the POST, the last moment a pause can still be noticed: the
         # create must start while the tasks are ours, and soon enough to end before other
@@ -116,7 +128,7 @@ class Submitter:
             log.warning("intent %s withdrawn before its create: this batcher was paused",
                         intent.intent_id)
             raise Withdrawn(intent.intent_id)
-        batch = await self._create(intent, revision, batch_body(i.request() for i in items))
+        batch = await self._create(intent, revision, [i.request for i in items])
         failpoints.hit("batcher.after_create")
         record = await self.record(intent, batch)
         failpoints.hit("batcher.after_record")
@@ -126,15 +138,15 @@ class Submitter:
         return record
 
     async def _create(self, intent: BatchRecord, revision: int,
-                      body: list[bytes]) -> MessageBatch:
+                      requests: list[bytes]) -> MessageBatch:
         try:
-            # messages.batches.create's endpoint, with the body already encoded (the
+            # messages.batches.create's endpoint, with the requests already encoded (the
             # client's default Content-Type is JSON) and sent piece by piece; the length
             # given, so it goes as one plain body, not chunked.
-            length = str(sum(len(part) for part in body))
-            batch = await self.client.post("/v1/messages/batches", cast_to=MessageBatch,
-                                           content=_stream(body),
-                                           options={"headers": {"Content-Length": length}})
+            length, body = batch_body(requests)
+            batch = await self.client.post(
+                "/v1/messages/batches", cast_to=MessageBatch, content=body,
+                options={"headers": {"Content-Length": str(length)}})
             self.metrics.create_outcomes.labels("created").inc()
             log.info("created batch %s for intent %s (%d requests)",
                      batch.id, intent.intent_id, intent.requests)
@@ -211,11 +223,6 @@ class Submitter:
         except NotFoundError:
             return None
         return entry.value.decode() if entry.value else None
-
-
-async def _stream(parts: list[bytes]) -> AsyncIterator[bytes]:
-    for part in parts:
-        yield part
 
 
 def _total(batch: MessageBatch) -> int:

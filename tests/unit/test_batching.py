@@ -1,7 +1,10 @@
 """The batcher's pure parts: custom ids, request sizes, the flush policy."""
 
+import asyncio
 import json
+import math
 import re
+from collections.abc import AsyncIterator
 
 import pytest
 from pydantic import ValidationError
@@ -14,6 +17,8 @@ from services.batcher.batching import (
     batch_body,
     custom_id,
     distinct_count,
+    encode_request,
+    prefix_key,
     request_bytes,
 )
 from services.batcher.settings import BatcherSettings
@@ -45,11 +50,48 @@ def policy(**kw: float) -> FlushPolicy:
 def test_the_body_in_pieces_is_the_requests_and_the_size_the_batcher_counted(count: int) -> None:
     requests = [{"custom_id": f"c{i}", "params": {"messages": [{"content": f"héllo {i} 🚚"}]}}
                 for i in range(count)]
-    body = b"".join(batch_body(iter(requests)))
+    length, pieces = batch_body([encode_request(r["custom_id"], r["params"]) for r in requests])
+    body = b"".join(asyncio.run(_read(pieces)))
     assert json.loads(body) == {"requests": requests}
     # The collector's running size (request_bytes, a comma each) plus the envelope,
     # less the comma the last request does not have.
-    assert len(body) == ENVELOPE_BYTES + sum(request_bytes(r) for r in requests) - 1
+    assert len(body) == length == ENVELOPE_BYTES + sum(request_bytes(r) for r in requests) - 1
+
+
+async def _read(pieces: AsyncIterator[bytes]) -> list[bytes]:
+    return [piece async for piece in pieces]
+
+
+def test_a_request_is_encoded_as_the_sdk_would_encode_it() -> None:
+    params = {"max_tokens": 1, "stop": ["\n", "\u2028", '"', "\\"], "top_k": 10**30,
+              "messages": [{"content": "é\x00\x1f\x7f🚚 </script> NaN, Infinity"}],
+              "nested": {"a": [None, True, -1, 0.5, 1e16]}}
+    assert encode_request("cid", params) == json.dumps(
+        {"custom_id": "cid", "params": params}, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def test_a_float_is_encoded_to_its_own_value() -> None:
+    # Small exponents are written 1e-7 rather than 1e-07: the same JSON number.
+    params = {"temperature": 0.7, "values": [-1e-7, 1e-5, 5e-324, 1.2345678901234567e-300]}
+    assert json.loads(encode_request("cid", params)) == {"custom_id": "cid", "params": params}
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_request_json_cannot_carry_is_refused(value: float) -> None:
+    with pytest.raises(ValueError):
+        encode_request("cid", {"messages": [], "temperature": value})
+
+
+def test_requests_that_can_share_a_prompt_cache_have_one_prefix_key() -> None:
+    base = {"model": "m", "system": "s", "messages": [{"content": "a"}]}
+    tools = [{"name": "t", "input_schema": {"type": "object", "properties": {}}}]
+    assert prefix_key(base) == prefix_key({**base, "messages": [], "max_tokens": 5})
+    assert len({prefix_key(base), prefix_key({**base, "system": "t"}),
+                prefix_key({**base, "model": "n"}), prefix_key({**base, "tools": tools}),
+                prefix_key({**base, "system": [{"type": "text", "text": "s"}]})}) == 5
+    # Key order inside the tools does not split a prefix.
+    reordered = [{"input_schema": {"properties": {}, "type": "object"}, "name": "t"}]
+    assert prefix_key({**base, "tools": tools}) == prefix_key({**base, "tools": reordered})
 
 
 def test_flushes_at_the_request_count() -> None:
