@@ -1,7 +1,7 @@
 """The intake service: `python -m services.intake` or `faststream run services.intake.app:app`."""
 
 import asyncio
-import contextlib
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from faststream.asgi import AsgiFastStream
@@ -20,6 +20,8 @@ from shared.broker import make_broker
 from shared.budgets import BudgetGate, Budgets
 from shared.cancels import Cancels
 from shared.pricing import default_prices
+
+HANDLING = 2  # fetched batches handled at once: one's CPU work overlaps another's round trips
 
 
 def build(settings: IntakeSettings | None = None) -> AsgiFastStream:
@@ -46,30 +48,30 @@ def build(settings: IntakeSettings | None = None) -> AsgiFastStream:
             async def loop() -> None:
                 async with consumer.pull(js, subject, durable, stream, ConsumerConfig(
                         ack_wait=30, max_deliver=-1,
-                        max_ack_pending=4 * settings.fetch_batch)) as psub:
+                        max_ack_pending=(HANDLING + 2) * settings.fetch_batch)) as psub:
                     await handle_while_fetching(psub, handler)
             return loop
 
         async def handle_while_fetching(psub: JetStreamContext.PullSubscription,
                                         handler: Callable[[list[Msg]], Awaitable[None]]) -> None:
-            """Handles each fetched batch while the next fetch is on its way, so the round
-            trip of a fetch does not leave intake idle: at most two batches in hand, well
-            within max_ack_pending. A message is acked only by the handler of its batch."""
-            handling: asyncio.Future[None] | None = None
+            """Handles fetched batches while the next fetch is on its way, HANDLING at once,
+            so that neither a fetch's round trip nor a batch's wait for its PubAcks leaves
+            intake idle: at most HANDLING + 1 batches in hand, within max_ack_pending. A
+            message is acked only by the handler of its batch."""
+            handling: deque[asyncio.Future[None]] = deque()
             try:
                 while True:
                     msgs = await consumer.fetch(psub, settings.fetch_batch, timeout=1.0)
-                    if handling is not None:
-                        await handling
-                    handling = asyncio.ensure_future(handler(msgs))
+                    while handling and (len(handling) >= HANDLING or handling[0].done()):
+                        await handling.popleft()
+                    if msgs:
+                        handling.append(asyncio.ensure_future(handler(msgs)))
             except asyncio.CancelledError:
-                if handling is not None:  # stopping: the unacked come back after ack_wait
-                    handling.cancel()
+                for batch in handling:  # stopping: the unacked come back after ack_wait
+                    batch.cancel()
                 raise
-            finally:
-                if handling is not None:  # a failed fetch lets the batch in hand finish
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await handling
+            finally:  # a failed fetch lets the batches in hand finish
+                await asyncio.gather(*handling, return_exceptions=True)
 
         return {
             "intake": consume(subjects.TASKS_ALL, subjects.DURABLE_INTAKE,
