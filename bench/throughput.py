@@ -6,13 +6,15 @@ Pipeline: N tasks of about 1 KB published to batchbus.tasks.<tenant> -> every fi
 received, with the emulator ending batches at once. The tasks are published the way the
 baseline publishes (publish_async of ready bytes), so the client's own cost is the same on
 both sides. Baseline, same run, same server: one hop of N messages of the same size
-(bench/one_hop.py). Prints tasks/s, the ratio pipeline / one hop, and each service's CPU per
-task (process CPU time over the run).
+(bench/one_hop.py). Prints tasks/s, the ratio pipeline / one hop, and the CPU per task
+(process CPU time over the run) of each service, nats-server, the emulator and this
+process (the client publishing and reading): with every core busy, their sum sets the rate.
 """
 
 import argparse
 import asyncio
 import json
+import os
 import time
 
 import nats
@@ -39,6 +41,8 @@ async def measure(n: int) -> dict[str, float]:
         pids = {name: svc.process.pid for name, svc in s.pipeline.services.items()
                 if svc.process is not None}
         pids["nats-server"] = s.nats.process.pid
+        pids["emulator"] = s.emulator.process.pid
+        pids["bench-client"] = os.getpid()  # publishing the tasks, reading the results
         cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
         nc = await nats.connect(s.nats.url)
         started = time.perf_counter()
@@ -52,7 +56,8 @@ async def measure(n: int) -> dict[str, float]:
     print(f"N={n} tasks of {len(bodies[0])} bytes")
     print(f"  baseline: {describe(baseline)}")
     print(f"  pipeline {rate:,.0f} tasks/s   ratio to one hop {rate / baseline.hop:.3f}")
-    print("  CPU per task       " + ", ".join(f"{k} {v:.0f} µs" for k, v in used.items()))
+    print("  CPU per task       " + ", ".join(f"{k} {v:.0f} µs" for k, v in used.items())
+          + f"; all {sum(used.values()):.0f} µs")
     return {"tasks": n, "one_hop": baseline.hop, "publish_alone": baseline.publish,
             "fetch_ack_alone": baseline.fetch_ack, "pipeline": rate,
             "ratio": rate / baseline.hop, **{f"cpu_us_{k.replace('-', '_')}": v for k, v in used.items()}}

@@ -18,7 +18,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from shared import connection, subjects
-from shared.consumer import fetch
+from shared.consumer import fetch, next_message, queued
 from shared.models import Result, Task
 from shared.settings import NatsSettings
 
@@ -189,13 +189,11 @@ class BatchbusClient:
                                  config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
         try:
             while True:
-                try:
-                    msg = await sub.next_msg(timeout=idle_timeout or 3600.0)
-                except nats.errors.TimeoutError:
-                    if idle_timeout is not None:
-                        return
-                    continue
-                yield Result.model_validate_json(msg.data)
+                msg = await next_message(sub, idle_timeout or 3600.0)
+                if msg is not None:
+                    yield Result.model_validate_json(msg.data)
+                elif idle_timeout is not None:
+                    return
         finally:
             with contextlib.suppress(nats.errors.Error):  # the connection may be draining
                 await sub.unsubscribe()
@@ -263,6 +261,8 @@ def _answers(data: bytes, headers: dict[str, str] | None, tenant: str, tasks_bef
 async def _next_or_failure(sub: JetStreamContext.PushSubscription,
                            publisher: asyncio.Task[int]) -> Msg:
     """The next message; raises the publisher's error instead if publishing fails first."""
+    if (msg := queued(sub)) is not None:  # most often, without a task to wait in
+        return msg
     if publisher.done():
         publisher.result()
         return await sub.next_msg(timeout=None)
