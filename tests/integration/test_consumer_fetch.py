@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from time import monotonic
 
 import nats
+import nats.errors
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -84,3 +85,19 @@ async def test_every_message_is_fetched_once_while_publishes_race_the_fetches(
         info = await psub.consumer_info()
     assert sorted(seen) == list(range(total))  # none lost, none twice
     assert info.num_ack_pending == 0 and info.num_redelivered == 0
+
+
+async def test_next_message_reads_a_subscription_in_order_and_stops_on_close(
+        nats_server: NatsServer) -> None:
+    nc: Client = await nats.connect(nats_server.url)
+    subject = f"next.{uuid.uuid4().hex[:8]}"
+    sub = await nc.subscribe(subject)
+    for i in range(5):
+        await nc.publish(subject, str(i).encode())
+    got = [await consumer.next_message(sub, WAIT) for _ in range(5)]
+    assert [m.data for m in got if m is not None] == [str(i).encode() for i in range(5)]
+    assert sub.pending_bytes == 0  # taken as nats-py's next_msg takes them
+    assert await consumer.next_message(sub, 0.2) is None  # nothing more within the timeout
+    await nc.close()
+    with pytest.raises(nats.errors.ConnectionClosedError):
+        await consumer.next_message(sub, WAIT)
