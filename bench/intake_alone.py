@@ -23,7 +23,7 @@ from bench.one_hop import describe, one_hop, publish_all
 from bench.throughput import task
 from launcher.nats_server import start_nats
 from launcher.services import Pipeline
-from shared import subjects
+from shared import gc_tuning, subjects
 
 DEADLINE = 600.0  # seconds for N tasks to pass intake
 
@@ -89,4 +89,5 @@ if __name__ == "__main__":
     parser.add_argument("--backlog", action="store_true",
                         help="publish every task first, then time intake draining them")
     args = parser.parse_args()
+    gc_tuning.tune()  # as in bench/throughput.py: this process holds every task body
     emit(asyncio.run(measure(args.tasks, args.profile, args.backlog)))
