@@ -54,14 +54,12 @@ class Pending:
         """Raises ValueError for params that JSON cannot carry (NaN, Infinity)."""
         cid = custom_id(task.tenant, task.task_id, task.attempt)
         seq = msg.metadata.sequence.stream
-        # Built from an AcceptedTask that is valid already: validating each of 100,000
-        # entries again costs more than writing them.
-        entry = ManifestEntry.model_construct(
-            custom_id=cid, tenant=task.tenant, task_id=task.task_id, attempt=task.attempt,
-            model=str(task.params.get("model", "")), metadata=task.metadata,
-            published_at=task.published_at, accepted_seq=seq, webhook=task.webhook,
-            reservation=task.reservation)
-        return cls(msg, seq, task.tenant, task.task_id, task.published_at, entry.to_row(),
+        # The row straight from an AcceptedTask that is valid already: building an entry
+        # for each of 100,000 tasks cost more than writing its row.
+        row = ManifestEntry.row(cid, task.tenant, task.task_id, task.attempt,
+                                str(task.params.get("model", "")), task.metadata,
+                                task.published_at, seq, task.webhook, task.reservation)
+        return cls(msg, seq, task.tenant, task.task_id, task.published_at, row,
                    encode_request(cid, task.params), prefix_key(task.params))
 
     @property
