@@ -225,20 +225,24 @@ async def wait_for_results(nc: Client, tenant: str, task_ids: Iterable[str],
 async def wait_until_quiet(url: str, timeout: float) -> bool:
     """Waits until batchbus has nothing in flight: its durable consumers have no message
     pending or unacknowledged and every batch record is retired, so any duplicate a late
-    redelivery could cause is stored by then. False if `timeout` ran out first."""
+    redelivery could cause is stored by then. False if `timeout` ran out first; what was
+    still in flight is printed then."""
     nc = await nats.connect(url)
+    busy: str | None = "not asked yet"
     try:
         async with asyncio.timeout(timeout):
-            while not await _quiet(nc):  # noqa: ASYNC110 - polls NATS state with a bound
+            while (busy := await _busy(nc)) is not None:  # noqa: ASYNC110 - polls NATS state with a bound
                 await asyncio.sleep(0.2)
     except TimeoutError:
+        print(f"not quiet after {timeout:.0f} s: {busy}")
         return False
     finally:
         await nc.close()
     return True
 
 
-async def _quiet(nc: Client) -> bool:
+async def _busy(nc: Client) -> str | None:
+    """What is still in flight, or None."""
     js = nc.jetstream()
     durables = [(subjects.STREAM_TASKS, subjects.DURABLE_INTAKE),
                 (subjects.STREAM_INTERNAL, subjects.DURABLE_BATCHER),
@@ -247,11 +251,15 @@ async def _quiet(nc: Client) -> bool:
         for stream, durable in durables:
             info = await js.consumer_info(stream, durable)
             if info.num_pending or info.num_ack_pending:
-                return False
+                return (f"consumer {durable}: {info.num_pending} pending, "
+                        f"{info.num_ack_pending} unacknowledged")
         records = await batch_records(js, NatsSettings(url=""))
-        return not await records.all()
-    except (NotFoundError, nats.errors.Error, TimeoutError):
-        return False  # not there yet, or the server is coming back
+        live = await records.all()
+        return (f"{len(live)} batch record(s) live: "
+                + ", ".join(f"{r.batch_id} {r.state}/acked={r.acked}" for r in live[:5])
+                ) if live else None
+    except (NotFoundError, nats.errors.Error, TimeoutError) as exc:
+        return f"NATS not answering ({exc!r})"  # not there yet, or the server is coming back
 
 
 def _encode(task: dict[str, Any]) -> bytes:
