@@ -38,18 +38,10 @@ class BatchRecords:
 
     async def all(self) -> list[BatchRecord]:
         """Every live record. Keys come from the bucket's stream state: nats-py's
-        `kv.keys()` leaves a consumer behind per call, and the server refuses the 1001st.
-        A key found deleted (its retirement was cut short) is purged on the way."""
+        `kv.keys()` leaves a consumer behind per call, and the server refuses the 1001st."""
         info = await self.js.stream_info(KV_STREAM, subjects_filter=KV_SUBJECTS + ">")
-        live = []
-        for subject in info.state.subjects or {}:
-            key = subject.removeprefix(KV_SUBJECTS)
-            found = await self.read(key)
-            if found is None:
-                await self._purge(key)
-            else:
-                live.append(found[0])
-        return live
+        found = [await self.read(s.removeprefix(KV_SUBJECTS)) for s in info.state.subjects or {}]
+        return [f[0] for f in found if f is not None]
 
     async def create(self, intent: BatchRecord, rows: list[bytes]) -> int:
         """Writes the manifest (its entries' rows, ManifestEntry.to_row), then the intent;
@@ -82,7 +74,6 @@ class BatchRecords:
         if record is not None and record.state == "delivered" and record.acked:
             await self.kv.delete(key)
             await self._delete_manifest(key)
-            await self._purge(key)
 
     async def forget(self, intent: BatchRecord, revision: int) -> bool:
         """Drops an intent that created nothing, unless it changed since `revision`."""
@@ -91,7 +82,6 @@ class BatchRecords:
         except KeyWrongLastSequenceError:
             return False
         await self._delete_manifest(intent.intent_id)
-        await self._purge(intent.intent_id)
         return True
 
     async def manifest(self, key: str) -> list[ManifestEntry]:
@@ -107,12 +97,6 @@ class BatchRecords:
         # A row starts `["<custom_id>",`; custom ids hold no characters JSON escapes.
         return {row[2:row.index(b'"', 2)].decode(): row
                 for row in (result.data or b"").splitlines() if row}
-
-    async def _purge(self, key: str) -> None:
-        """Removes a deleted record's delete marker: `all` lists every key with a message, so
-        markers left behind would make it read every record ever written, at every call.
-        The delete came first, so a record is never purged while it may be changed."""
-        await self.js.purge_stream(KV_STREAM, subject=KV_SUBJECTS + key)
 
     async def _delete_manifest(self, key: str) -> None:
         try:
