@@ -45,12 +45,18 @@ class Raw:
     headers: dict[str, str]
 
 
-def result_message(result: Result, msg_id: str, webhook: str | None = None) -> Outgoing:
-    """The task's final result; `webhook` names the tenant's endpoint the notifier then
-    POSTs the stored result to."""
-    return Outgoing(subjects.results(result.tenant, result.task_id), result,
-                    subjects.STREAM_RESULTS, msg_id,
-                    {subjects.WEBHOOK_HEADER: webhook} if webhook else None)
+def result_raw(tenant: str, task_id: str, payload: bytes, msg_id: str,
+               webhook: str | None = None) -> Raw:
+    """A task's final result as published (its JSON ready): the one place for its subject,
+    stream and headers. `webhook` names the tenant's endpoint the notifier then POSTs the
+    stored result to."""
+    headers = {subjects.WEBHOOK_HEADER: webhook} if webhook else {}
+    headers[subjects.MSG_ID] = msg_id
+    return Raw(subjects.results(tenant, task_id), payload, subjects.STREAM_RESULTS, headers)
+
+
+def result_message(result: Result, msg_id: str, webhook: str | None = None) -> Raw:
+    return result_raw(result.tenant, result.task_id, to_json(result), msg_id, webhook)
 
 
 def accepted_message(task: AcceptedTask) -> Outgoing:
@@ -67,18 +73,18 @@ def realtime_message(task: AcceptedTask) -> Outgoing:
 
 async def publish(js: JetStreamContext, subject: str, body: BaseModel, stream: str,
                   msg_id: str, headers: dict[str, str] | None = None) -> PubAck:
-    """Stores `body` and waits for the stream's acknowledgement.
+    """Stores `body` and waits for the stream's acknowledgement."""
+    return await send(js, Outgoing(subject, body, stream, msg_id, headers))
 
-    publish_async costs a fraction of the CPU of `js.publish` (no inbox per request), and
-    concurrent callers share round trips.
-    """
-    future = await js.publish_async(subject, to_json(body), stream=stream,
-                                    headers={**(headers or {}), subjects.MSG_ID: msg_id})
+
+async def send(js: JetStreamContext, message: Outgoing | Raw) -> PubAck:
+    """Stores one message and waits for its acknowledgement. publish_async costs a fraction
+    of the CPU of `js.publish` (no inbox per request), and concurrent callers share round
+    trips."""
+    raw = message.raw() if isinstance(message, Outgoing) else message
+    future = await js.publish_async(raw.subject, raw.payload, stream=raw.stream,
+                                    headers=raw.headers)
     return await asyncio.wait_for(future, ACK_TIMEOUT)
-
-
-async def send(js: JetStreamContext, out: Outgoing) -> PubAck:
-    return await publish(js, out.subject, out.body, out.stream, out.msg_id, out.headers)
 
 
 async def publish_result(js: JetStreamContext, result: Result, msg_id: str,

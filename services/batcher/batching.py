@@ -36,11 +36,6 @@ def encode_request(custom_id: str, params: dict[str, Any]) -> bytes:
     return b"".join((b'{"custom_id":"', custom_id.encode(), b'","params":', encoded, b"}"))
 
 
-def request_bytes(request: dict[str, Any]) -> int:
-    """Bytes of one request as the body carries it, plus its comma."""
-    return len(encode_request(request["custom_id"], request["params"])) + 1
-
-
 def batch_body(requests: Sequence[bytes]) -> tuple[int, AsyncIterator[bytes]]:
     """The create call's JSON body from encoded requests: its length, and the body itself
     in pieces of BODY_CHUNK requests, each joined only when it is sent. The requests are

@@ -1,7 +1,6 @@
 """Delivers one ended batch: every result line becomes a final Result or a retry."""
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -13,7 +12,6 @@ from anthropic import AsyncAnthropic
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from nats.js.errors import NotFoundError
-from pydantic_core import from_json
 
 from services.notifier.accounting import Accounting
 from services.notifier.results import (
@@ -29,10 +27,17 @@ from services.notifier.results import (
     retry_delay,
 )
 from services.notifier.settings import NotifierSettings
-from shared import subjects
+from shared import publishing, subjects
 from shared.budgets import Budgets, spent_usd
 from shared.cancels import Cancels
-from shared.models import AcceptedTask, BatchEnded, DeadLetter, ManifestEntry, Result
+from shared.models import (
+    AcceptedTask,
+    BatchEnded,
+    DeadLetter,
+    ManifestEntry,
+    Result,
+    parse_json,
+)
 from shared.publishing import PubAcks, Raw, publish, publish_accepted
 from shared.records import BatchRecords
 
@@ -107,9 +112,7 @@ class Delivery:
 
         The SDK makes the call (auth, retries, the absolute results_url); the lines are read
         from its response as plain JSON, because building the SDK's typed objects for each
-        line cost a third of the notifier's CPU. Blank lines are skipped. pydantic's parser
-        takes a line in half json.loads's time; what it refuses (a lone surrogate, nesting
-        past 200) json.loads reads, as before.
+        line cost a third of the notifier's CPU. Blank lines are skipped.
         """
         if not ended.results_available:
             return
@@ -117,10 +120,7 @@ class Delivery:
         try:
             async for text in decoder.http_response.aiter_lines():
                 if text.strip():
-                    try:  # keys only: its cache would otherwise fill with one-off ids
-                        line = from_json(text, cache_strings="keys")
-                    except ValueError:
-                        line = json.loads(text)
+                    line = parse_json(text)
                     yield line["custom_id"], line["result"]
         finally:
             await decoder.close()
@@ -224,13 +224,11 @@ class Delivery:
 
 
 def result_raw(fields: dict[str, Any], webhook: str | None) -> Raw:
-    """What `result_message(Result(**fields), ...).raw()` publishes, built without the Result:
+    """What `result_message(Result(**fields), ...)` publishes, built without the Result:
     validating the Result we built and dumping it was a sixth of the notifier's CPU."""
     tenant, task_id = fields["tenant"], fields["task_id"]
-    headers = {subjects.WEBHOOK_HEADER: webhook} if webhook else {}
-    headers[subjects.MSG_ID] = subjects.result_msg_id(tenant, task_id)
-    return Raw(subjects.results(tenant, task_id), result_json(fields), subjects.STREAM_RESULTS,
-               headers)
+    return publishing.result_raw(tenant, task_id, result_json(fields),
+                                 subjects.result_msg_id(tenant, task_id), webhook)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from shared.models import Attempt, ErrorInfo, ManifestEntry, Result, Status, Usage
+from shared.models import Attempt, ErrorInfo, ManifestEntry, Status, Usage
 from shared.pricing import PriceTable, TokenCounts
 
 # Error types worth another attempt as they are; any other error is the request's own fault.
@@ -117,9 +117,3 @@ def result_fields(entry: ManifestEntry, final: Final, batch_id: str,
 def result_json(fields: dict[str, Any]) -> bytes:
     """What a Result of these fields publishes; NaN and infinities as null, as a model's."""
     return to_json(fields, inf_nan_mode="null")
-
-
-def build_result(entry: ManifestEntry, final: Final, batch_id: str,
-                 prices: PriceTable) -> Result:
-    """The same final result as a model."""
-    return Result.model_validate(result_fields(entry, final, batch_id, prices))

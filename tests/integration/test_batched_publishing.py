@@ -42,7 +42,7 @@ async def test_each_publish_gets_its_own_ack_or_error(nats_server: NatsServer,
         nowhere = Raw(f"nowhere.{tenant}", b"{}", subjects.STREAM_RESULTS, {})
         first = await acks.store([stored])
         outcomes = await acks.wait([await acks.send(m.subject, m.payload, m.stream, m.headers)
-                                    for m in (stored.raw(), taken, nowhere)], timeout=WAIT)
+                                    for m in (stored, taken, nowhere)], timeout=WAIT)
         assert isinstance(first[0], PubAck) and not first[0].duplicate
         again, refused, unrouted = outcomes
         assert isinstance(again, PubAck) and again.duplicate  # same Nats-Msg-Id

@@ -56,7 +56,10 @@ async def test_a_waiting_fetch_returns_the_first_message_to_arrive(
     name = await stream(js)
     async with consumer.pull(js, f"{name.lower()}.>", "d", name, ConsumerConfig()) as psub:
         waiting = asyncio.create_task(consumer.fetch(psub, 500, timeout=WAIT))
-        await asyncio.sleep(0.2)  # the no-wait probe has found nothing; the wait is on
+        # The no-wait probe found nothing once the server holds the waiting request.
+        async with asyncio.timeout(WAIT):
+            while (await psub.consumer_info()).num_waiting < 1:  # noqa: ASYNC110 - polls server state with a bound
+                await asyncio.sleep(0.01)
         await publish(js, name, 1)
         got = await asyncio.wait_for(waiting, WAIT)
         assert [m.data for m in got] == [b"0"]

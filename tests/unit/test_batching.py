@@ -5,6 +5,7 @@ import json
 import math
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -19,7 +20,6 @@ from services.batcher.batching import (
     distinct_count,
     encode_request,
     prefix_key,
-    request_bytes,
 )
 from services.batcher.settings import BatcherSettings
 
@@ -34,12 +34,17 @@ def test_custom_id_is_deterministic_api_safe_and_distinct() -> None:
                 custom_id("acm", "et" + "t" * 62, 1)}) == 4
 
 
-def test_request_bytes_match_the_sdk_encoding() -> None:
+def size(request: dict[str, Any]) -> int:
+    """What the collector counts for a request: its encoding and its comma."""
+    return len(encode_request(request["custom_id"], request["params"])) + 1
+
+
+def test_an_encoded_request_is_the_sdk_encoding() -> None:
     request = {"custom_id": "c", "params": {"messages": [{"content": "héllo"}]}}
     body = json.dumps({"requests": [request, request]}, ensure_ascii=False,
                       separators=(",", ":")).encode()
     # Two requests and the envelope: each counts its comma, the last comma is spare.
-    assert ENVELOPE_BYTES + 2 * request_bytes(request) == len(body) + 1
+    assert ENVELOPE_BYTES + 2 * size(request) == len(body) + 1
 
 
 def policy(**kw: float) -> FlushPolicy:
@@ -53,9 +58,9 @@ def test_the_body_in_pieces_is_the_requests_and_the_size_the_batcher_counted(cou
     length, pieces = batch_body([encode_request(r["custom_id"], r["params"]) for r in requests])
     body = b"".join(asyncio.run(_read(pieces)))
     assert json.loads(body) == {"requests": requests}
-    # The collector's running size (request_bytes, a comma each) plus the envelope,
-    # less the comma the last request does not have.
-    assert len(body) == length == ENVELOPE_BYTES + sum(request_bytes(r) for r in requests) - 1
+    # The collector's running size (a comma each) plus the envelope, less the comma the
+    # last request does not have.
+    assert len(body) == length == ENVELOPE_BYTES + sum(size(r) for r in requests) - 1
 
 
 async def _read(pieces: AsyncIterator[bytes]) -> list[bytes]:

@@ -12,7 +12,6 @@ from services.notifier.accounting import Accounting
 from services.notifier.delivery import result_raw
 from services.notifier.results import (
     Final,
-    build_result,
     canceled,
     classify,
     missing_result,
@@ -62,8 +61,8 @@ def test_a_published_result_is_byte_for_byte_the_models(outcome: Final, model: s
                                                          webhook: str | None) -> None:
     task = entry(model, webhook=webhook)
     fields = result_fields(task, outcome, "msgbatch_1", default_prices())
-    model_result = build_result(task, outcome, "msgbatch_1", default_prices())
-    expected = result_message(model_result, subjects.result_msg_id("acme", "t-1"), webhook).raw()
+    model_result = Result.model_validate(result_fields(task, outcome, "msgbatch_1", default_prices()))
+    expected = result_message(model_result, subjects.result_msg_id("acme", "t-1"), webhook)
     assert result_raw(fields, webhook) == expected
     assert list(json.loads(expected.payload)) == list(Result.model_fields)
 

@@ -8,12 +8,12 @@ from services.notifier.results import (
     Final,
     Retry,
     attempt_record,
-    build_result,
     classify,
     missing_result,
+    result_fields,
     retry_delay,
 )
-from shared.models import ManifestEntry
+from shared.models import ManifestEntry, Result
 from shared.pricing import default_prices
 
 
@@ -57,14 +57,15 @@ def test_history_and_back_off() -> None:
     assert [retry_delay(a, 30, 100) for a in (1, 2, 3, 4)] == [30, 60, 100, 100]
 
 
-def test_build_result_echoes_the_task_and_prices_the_usage() -> None:
+def test_a_final_result_echoes_the_task_and_prices_the_usage() -> None:
     entry = ManifestEntry(custom_id="c-a1", tenant="acme", task_id="t1", attempt=2,
                           model="claude-sonnet-4-5", metadata={"ticket": 7},
                           published_at=datetime.now(UTC), accepted_seq=9)
     message = {"id": "msg_1", "usage": {"input_tokens": 500, "output_tokens": 200}}
     outcome = classify({"type": "succeeded", "message": message}, 2, 3)
     assert isinstance(outcome, Final)
-    result = build_result(entry, outcome, "msgbatch_1", default_prices())
+    result = Result.model_validate(result_fields(entry, outcome, "msgbatch_1",
+                                                 default_prices()))
     assert (result.tenant, result.task_id, result.status) == ("acme", "t1", "succeeded")
     assert result.attempts == 2 and result.metadata == {"ticket": 7}
     assert result.usage is not None and result.usage.input_tokens == 500
