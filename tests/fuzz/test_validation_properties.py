@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from services.batcher.batching import custom_id, request_bytes
+from services.batcher.batching import custom_id, encode_request
 from services.intake.validation import MAX_DEPTH, Limits, Rejection, validate_task
 from shared import subjects
 from shared.models import AcceptedTask, ErrorInfo, ManifestEntry, Result, Task
@@ -66,7 +66,8 @@ def assert_carried(task: Task) -> None:
                           task_id=task.task_id, attempt=1, model=task.params["model"],
                           metadata=task.metadata, published_at=NOW, accepted_seq=1)
     assert ManifestEntry.from_row(entry.to_row()) == entry
-    assert request_bytes({"custom_id": entry.custom_id, "params": again.params}) > 0
+    assert json.loads(encode_request(entry.custom_id, again.params)) == {
+        "custom_id": entry.custom_id, "params": task.params}
 
 
 def replace(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
