@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/python -m launcher.demo
+	$(BIN)/python -m batchbus.launcher.demo
 
 test: install lint tools
 	$(BIN)/pytest
@@ -33,7 +33,7 @@ tools:
 # Rewrites docs/asyncapi.json from shared/asyncapi.py (tests/unit/test_asyncapi.py compares).
 .PHONY: asyncapi
 asyncapi: install
-	$(BIN)/python -m shared.asyncapi
+	$(BIN)/python -m batchbus.shared.asyncapi
 
 # The six benchmarks of issue 8, several runs each (medians) -> docs/benchmarks.md.
 # About half an hour with BENCH_RUNS=3; no test asserts a timing.
@@ -43,7 +43,7 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy shared services launcher emulator cli
+	$(BIN)/mypy -p batchbus
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -30,14 +30,14 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
 
+from batchbus.launcher.nats_server import start_nats
+from batchbus.services.batcher.submission import Pending, Submitter
+from batchbus.shared import streams, subjects
+from batchbus.shared.anthropic_client import make_client
+from batchbus.shared.metrics import Metrics
+from batchbus.shared.models import AcceptedTask
+from batchbus.shared.settings import AnthropicSettings, NatsSettings
 from bench.common import KEY, emit, start_emulator
-from launcher.nats_server import start_nats
-from services.batcher.submission import Pending, Submitter
-from shared import streams, subjects
-from shared.anthropic_client import make_client
-from shared.metrics import Metrics
-from shared.models import AcceptedTask
-from shared.settings import AnthropicSettings, NatsSettings
 
 # A Messages request of ~800 bytes, so 100,000 of them are ~80 MB, the batch.
 FILLER = "Where is my parcel? The tracking page has not changed for a week now. " * 8

@@ -12,11 +12,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from emulator.config import EmulatorConfig
-from emulator.server import start_emulator
-from launcher.nats_server import start_nats
-from launcher.services import Pipeline
-from shared.client import BatchbusClient
+from batchbus.client import BatchbusClient
+from batchbus.emulator.config import EmulatorConfig
+from batchbus.emulator.server import start_emulator
+from batchbus.launcher.nats_server import start_nats
+from batchbus.launcher.services import Pipeline
 from tests.fault.conftest import FAST_RECOVERY
 from tests.integration.helpers import gather_results, ticket
 

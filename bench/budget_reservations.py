@@ -16,11 +16,11 @@ from decimal import Decimal
 
 import nats
 
-from launcher.nats_server import start_nats
-from shared import streams
-from shared.budgets import Budgets
-from shared.models import Reservation
-from shared.settings import NatsSettings
+from batchbus.launcher.nats_server import start_nats
+from batchbus.shared import streams
+from batchbus.shared.budgets import Budgets
+from batchbus.shared.models import Reservation
+from batchbus.shared.settings import NatsSettings
 
 DAY, CENT, BUDGET = date(2026, 1, 1), Decimal("0.01"), Decimal(10**9)
 

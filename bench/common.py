@@ -11,9 +11,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from launcher import processes
-from launcher.nats_server import NatsServer, start_nats
-from launcher.services import Pipeline
+from batchbus.launcher import processes
+from batchbus.launcher.nats_server import NatsServer, start_nats
+from batchbus.launcher.services import Pipeline
 
 KEY = "sk-bench"
 EMULATOR_START_TIMEOUT = 30.0  # seconds
@@ -43,7 +43,7 @@ def start_emulator(processing_seconds: float) -> Emulator:
     config, out = workdir / "emulator.json", workdir / "emulator.out"
     config.write_text(json.dumps({"api_keys": [KEY], "processing_seconds": processing_seconds}))
     with out.open("w") as stdout:  # a file, not a pipe nobody reads once it is up
-        child = subprocess.Popen([sys.executable, "-m", "emulator", "--port", "0", "--config",
+        child = subprocess.Popen([sys.executable, "-m", "batchbus.emulator", "--port", "0", "--config",
                                   str(config)], stdout=stdout, text=True, start_new_session=True)
     deadline = time.monotonic() + EMULATOR_START_TIMEOUT
     while "listening on" not in (text := out.read_text()):

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import nats
 
+from batchbus.launcher.nats_server import start_nats
+from batchbus.launcher.services import Pipeline
+from batchbus.shared import gc_tuning, subjects
 from bench.common import cpu_seconds, emit, profile
 from bench.one_hop import describe, one_hop, publish_all
 from bench.throughput import task
-from launcher.nats_server import start_nats
-from launcher.services import Pipeline
-from shared import gc_tuning, subjects
 
 DEADLINE = 600.0  # seconds for N tasks to pass intake
 

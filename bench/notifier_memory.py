@@ -13,10 +13,10 @@ import time
 
 import nats
 
+from batchbus.client import BatchbusClient
+from batchbus.shared import subjects
+from batchbus.shared.models import BatchEvent
 from bench.common import cpu_seconds, emit, peak_rss_mb, profile, stack
-from shared import subjects
-from shared.client import BatchbusClient
-from shared.models import BatchEvent
 from tests.integration.helpers import gather_results, ticket
 
 

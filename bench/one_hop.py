@@ -21,7 +21,7 @@ import nats
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
-from launcher.nats_server import start_nats
+from batchbus.launcher.nats_server import start_nats
 
 WINDOW = 1000  # publishes in flight, and messages per fetch
 CONSUMER_TIMEOUT = 120.0  # seconds the child may take; it is killed after that

@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 
 import nats
 
+from batchbus.client import BatchbusClient
+from batchbus.shared import subjects
+from batchbus.shared.models import BatchEvent
 from bench.common import emit, stack
-from shared import subjects
-from shared.client import BatchbusClient
-from shared.models import BatchEvent
 from tests.integration.helpers import gather_results, metric_total, ticket
 
 FLOOR, CEILING = 10.0, 300.0

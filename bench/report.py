@@ -24,8 +24,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from batchbus.launcher.nats_server import server_binary
 from bench.common import FIGURES
-from launcher.nats_server import server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTES = "<!-- notes: kept by bench/report.py -->"

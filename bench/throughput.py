@@ -19,10 +19,10 @@ import time
 
 import nats
 
+from batchbus.client import BatchbusClient
+from batchbus.shared import gc_tuning, subjects
 from bench.common import cpu_seconds, emit, stack
 from bench.one_hop import describe, one_hop, publish_all
-from shared import gc_tuning, subjects
-from shared.client import BatchbusClient
 from tests.integration.helpers import gather_results, ticket
 
 FILLER = "My parcel has not arrived and the tracking page shows no update. " * 12

@@ -1,5 +1,5 @@
 """`python -m cli` runs the same app as the installed `batchbus` command."""
 
-from cli.main import app
+from batchbus.cli.main import app
 
 app(prog_name="batchbus")

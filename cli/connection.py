@@ -11,10 +11,10 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from cli.errors import CliError
-from shared import subjects
-from shared.connection import connect_options
-from shared.settings import NatsSettings
+from batchbus.cli.errors import CliError
+from batchbus.shared import subjects
+from batchbus.shared.connection import connect_options
+from batchbus.shared.settings import NatsSettings
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 CONNECT_TIMEOUT = 3.0

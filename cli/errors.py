@@ -10,7 +10,7 @@ import nats.js.errors
 import typer
 from rich.markup import escape
 
-from cli.console import stderr
+from batchbus.cli.console import stderr
 
 T = TypeVar("T")
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared import subjects
-from shared.models import Task
+from batchbus.shared import subjects
+from batchbus.shared.models import Task
 
 STEM_CHARS = 36  # leaves room for "-<line>-<digest>" within the 64-character id limit
 DIGEST_CHARS = 12

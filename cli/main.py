@@ -2,7 +2,7 @@
 
 import typer
 
-from cli.commands import cost, results, status, submit, up
+from batchbus.cli.commands import cost, results, status, submit, up
 
 app = typer.Typer(
     name="batchbus", no_args_is_help=True, add_completion=False,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from shared.models import Result
+from batchbus.shared.models import Result
 
 UNKNOWN_MODEL = "(unknown model)"
 

@@ -3,10 +3,10 @@
 In-process: `with run_emulator(EmulatorConfig(...)) as emu: Anthropic(base_url=emu.url, ...)`.
 """
 
-from emulator.app import create_app
-from emulator.config import EmulatorConfig, FaultRule, OutcomeRule, UsageOverride
-from emulator.server import EmulatorHandle, run_emulator, start_emulator
-from emulator.state import EmulatorState
+from batchbus.emulator.app import create_app
+from batchbus.emulator.config import EmulatorConfig, FaultRule, OutcomeRule, UsageOverride
+from batchbus.emulator.server import EmulatorHandle, run_emulator, start_emulator
+from batchbus.emulator.state import EmulatorState
 
 __all__ = [
     "EmulatorConfig",

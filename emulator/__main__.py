@@ -6,9 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from emulator.config import EmulatorConfig, EmulatorSettings
-from emulator.server import serve_forever
-from shared import gc_tuning
+from batchbus.emulator.config import EmulatorConfig, EmulatorSettings
+from batchbus.emulator.server import serve_forever
+from batchbus.shared import gc_tuning
 
 
 def parse_settings(argv: list[str] | None = None) -> EmulatorSettings:

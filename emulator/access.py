@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.datastructures import Headers
 
-from emulator.errors import ApiError, invalid_request
+from batchbus.emulator.errors import ApiError, invalid_request
 
 DEFAULT_VERSION = "2023-06-01"
 

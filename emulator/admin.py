@@ -9,8 +9,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from emulator.clock import rfc3339
-from emulator.state import EmulatorState
+from batchbus.emulator.clock import rfc3339
+from batchbus.emulator.state import EmulatorState
 
 
 def _state(request: Request) -> EmulatorState:

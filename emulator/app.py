@@ -13,13 +13,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from emulator.access import api_version, check_auth
-from emulator.admin import admin_routes
-from emulator.config import EmulatorConfig, FaultRule
-from emulator.errors import ApiError, api_error_response, error_response, error_type_for
-from emulator.faults import fault_response
-from emulator.middleware import RequestIdMiddleware
-from emulator.state import EmulatorState
+from batchbus.emulator.access import api_version, check_auth
+from batchbus.emulator.admin import admin_routes
+from batchbus.emulator.config import EmulatorConfig, FaultRule
+from batchbus.emulator.errors import ApiError, api_error_response, error_response, error_type_for
+from batchbus.emulator.faults import fault_response
+from batchbus.emulator.middleware import RequestIdMiddleware
+from batchbus.emulator.state import EmulatorState
 
 Handler = Callable[[Request, EmulatorState], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from emulator.directives import parse_outcome
+from batchbus.emulator.directives import parse_outcome
 
 API_VERSIONS = frozenset({"2023-06-01", "2026-10-21"})
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 from starlette.responses import JSONResponse
 
-from emulator.config import FaultRule
-from emulator.errors import default_message, error_response, error_type_for
+from batchbus.emulator.config import FaultRule
+from batchbus.emulator.errors import default_message, error_response, error_type_for
 
 
 class FaultBook:

@@ -11,10 +11,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from emulator.clock import rfc3339
-from emulator.config import UsageOverride
-from emulator.directives import ResultKind
-from emulator.outcomes import Plan
+from batchbus.emulator.clock import rfc3339
+from batchbus.emulator.config import UsageOverride
+from batchbus.emulator.directives import ResultKind
+from batchbus.emulator.outcomes import Plan
 
 EXPIRY_SECONDS = 24 * 3600.0
 ARCHIVE_SECONDS = 29 * 24 * 3600.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from emulator.ids import request_id
+from batchbus.emulator.ids import request_id
 
 
 class RequestIdMiddleware:

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from emulator.config import OutcomeRule
-from emulator.directives import (
+from batchbus.emulator.config import OutcomeRule
+from batchbus.emulator.directives import (
     Directive,
     Outcome,
     ResultKind,
@@ -21,9 +21,9 @@ from emulator.directives import (
     parse_directive,
     parse_outcome,
 )
-from emulator.errors import default_message
-from emulator.prompt import CachePrefix, CacheTtl, cache_prefix, canonical_json, sha256_hex
-from emulator.validation import params_problem
+from batchbus.emulator.errors import default_message
+from batchbus.emulator.prompt import CachePrefix, CacheTtl, cache_prefix, canonical_json, sha256_hex
+from batchbus.emulator.validation import params_problem
 
 # Errors that mean "your request is wrong": reported with request_id null, like validation.
 _CLIENT_ERRORS = frozenset(

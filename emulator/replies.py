@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from emulator.config import UsageOverride
-from emulator.errors import error_envelope
-from emulator.outcomes import CacheUse, Plan
-from emulator.prompt import input_token_estimate
+from batchbus.emulator.config import UsageOverride
+from batchbus.emulator.errors import error_envelope
+from batchbus.emulator.outcomes import CacheUse, Plan
+from batchbus.emulator.prompt import input_token_estimate
 
 ServiceTier = Literal["standard", "batch"]
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from emulator import ids
-from emulator.lifecycle import Batch
-from emulator.replies import bare_line, errored_line, reply_message, succeeded_line, usage_for
+from batchbus.emulator import ids
+from batchbus.emulator.lifecycle import Batch
+from batchbus.emulator.replies import bare_line, errored_line, reply_message, succeeded_line, usage_for
 
 _LINES_PER_CHUNK = 500
 

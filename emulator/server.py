@@ -11,9 +11,9 @@ from typing import Any
 
 import uvicorn
 
-from emulator.app import create_app
-from emulator.config import EmulatorConfig
-from emulator.state import EmulatorState
+from batchbus.emulator.app import create_app
+from batchbus.emulator.config import EmulatorConfig
+from batchbus.emulator.state import EmulatorState
 
 
 class _NotifyingServer(uvicorn.Server):

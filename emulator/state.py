@@ -6,18 +6,18 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from emulator import ids
-from emulator.clock import Clock
-from emulator.config import EmulatorConfig
-from emulator.errors import invalid_request, not_found
-from emulator.faults import FaultBook
-from emulator.lifecycle import Batch, batch_json
-from emulator.outcomes import Planner, prepare
-from emulator.prompt import cache_prefix, canonical_json, sha256_hex
-from emulator.replies import reply_message, usage_for
-from emulator.results import result_chunks
-from emulator.store import Store
-from emulator.validation import check_params, parse_create_body, parse_json
+from batchbus.emulator import ids
+from batchbus.emulator.clock import Clock
+from batchbus.emulator.config import EmulatorConfig
+from batchbus.emulator.errors import invalid_request, not_found
+from batchbus.emulator.faults import FaultBook
+from batchbus.emulator.lifecycle import Batch, batch_json
+from batchbus.emulator.outcomes import Planner, prepare
+from batchbus.emulator.prompt import cache_prefix, canonical_json, sha256_hex
+from batchbus.emulator.replies import reply_message, usage_for
+from batchbus.emulator.results import result_chunks
+from batchbus.emulator.store import Store
+from batchbus.emulator.validation import check_params, parse_create_body, parse_json
 
 OPERATIONS = ("create", "retrieve", "list", "cancel", "delete", "results", "messages")
 

@@ -6,9 +6,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from emulator.clock import rfc3339
-from emulator.errors import invalid_request, not_found
-from emulator.lifecycle import Batch
+from batchbus.emulator.clock import rfc3339
+from batchbus.emulator.errors import invalid_request, not_found
+from batchbus.emulator.lifecycle import Batch
 
 
 @dataclass(frozen=True, slots=True)

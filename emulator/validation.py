@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic_core import from_json
 
-from emulator.errors import ApiError, invalid_request, not_found
+from batchbus.emulator.errors import ApiError, invalid_request, not_found
 
 CUSTOM_ID_PATTERN = "^[a-zA-Z0-9_-]{1,64}$"
 _CUSTOM_ID_RE = re.compile(r"[a-zA-Z0-9_-]+")

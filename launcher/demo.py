@@ -20,16 +20,16 @@ import nats
 import nats.errors
 from nats.aio.msg import Msg
 
-from launcher.emulator import EmulatorProcess, start_emulator_process
-from launcher.nats_server import NatsServer, start_nats
-from launcher.services import Pipeline
-from launcher.workload import MODEL, malformed, tickets
-from shared import subjects
-from shared.client import BatchbusClient
-from shared.connection import connect_options
-from shared.models import BatchEvent, Result
-from shared.pricing import default_prices
-from shared.settings import NatsSettings
+from batchbus.client import BatchbusClient
+from batchbus.launcher.emulator import EmulatorProcess, start_emulator_process
+from batchbus.launcher.nats_server import NatsServer, start_nats
+from batchbus.launcher.services import Pipeline
+from batchbus.launcher.workload import MODEL, malformed, tickets
+from batchbus.shared import subjects
+from batchbus.shared.connection import connect_options
+from batchbus.shared.models import BatchEvent, Result
+from batchbus.shared.pricing import default_prices
+from batchbus.shared.settings import NatsSettings
 
 TICKETS = int(os.environ.get("BATCHBUS_DEMO_TICKETS", "2000"))
 

@@ -4,8 +4,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from launcher import processes
-from launcher.services import ROOT
+from batchbus.launcher import processes
 
 READY_TIMEOUT = 20.0
 
@@ -21,9 +20,9 @@ class EmulatorProcess:
 
 def start_emulator_process(processing_seconds: float) -> EmulatorProcess:
     process = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "--port", "0",
+        [sys.executable, "-m", "batchbus.emulator", "--port", "0",
          "--processing-seconds", str(processing_seconds)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         start_new_session=True)  # Ctrl-C reaches the launcher, which stops it in order
     found: list[str] = []
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import nats.errors
 from nats.js import JetStreamContext
 
-from launcher import processes
-from launcher.nats_server import READY_TIMEOUT, server_binary
-from launcher.services import free_port
+from batchbus.launcher import processes
+from batchbus.launcher.nats_server import READY_TIMEOUT, server_binary
+from batchbus.launcher.services import free_port
 
 CLUSTER_NAME = "batchbus"
 

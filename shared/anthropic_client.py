@@ -5,7 +5,7 @@ from time import monotonic
 import anthropic
 from anthropic import AsyncAnthropic
 
-from shared.settings import AnthropicSettings
+from batchbus.shared.settings import AnthropicSettings
 
 
 def make_client(settings: AnthropicSettings, *, max_retries: int = 2) -> AsyncAnthropic:

@@ -13,9 +13,9 @@ from nats.js import JetStreamContext
 from nats.js.errors import ServiceUnavailableError
 from prometheus_client import make_asgi_app
 
-from shared import gc_tuning, streams
-from shared.metrics import Metrics
-from shared.settings import HttpSettings, NatsSettings
+from batchbus.shared import gc_tuning, streams
+from batchbus.shared.metrics import Metrics
+from batchbus.shared.settings import HttpSettings, NatsSettings
 
 log = logging.getLogger("batchbus")
 

@@ -2,10 +2,12 @@
 
 The services consume with nats-py, so this module declares the contract on a broker that is
 never connected: one subscriber per subject batchbus reads, one publisher per subject it
-writes, each with its pydantic model. `python -m shared.asyncapi` rewrites docs/asyncapi.json
-(`make asyncapi`); `faststream docs serve shared.asyncapi:app` shows it in a browser.
+writes, each with its pydantic model. `python -m batchbus.shared.asyncapi` rewrites
+docs/asyncapi.json under the current folder, or the file named by `--out` (`make asyncapi`);
+`faststream docs serve batchbus.shared.asyncapi:app` shows it in a browser.
 """
 
+import argparse
 import json
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -17,12 +19,12 @@ from faststream.nats import NatsBroker
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel
 
-from shared import subjects
-from shared.models import BatchEvent, DeadLetter, Result, Task
-from shared.settings import NatsSettings
-from shared.webhooks import WebhookFailure
+from batchbus.shared import subjects
+from batchbus.shared.models import BatchEvent, DeadLetter, Result, Task
+from batchbus.shared.settings import NatsSettings
+from batchbus.shared.webhooks import WebhookFailure
 
-DOCUMENT = Path(__file__).resolve().parents[1] / "docs" / "asyncapi.json"
+DOCUMENT = Path("docs") / "asyncapi.json"  # relative: the repository's, when run from its root
 # Subject tokens appear as AsyncAPI parameters, e.g. batchbus.tasks.{tenant}.
 TENANT, TASK_ID, BATCH_ID = "{tenant}", "{task_id}", "{batch_id}"
 
@@ -106,21 +108,28 @@ def _stable(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    """Writes docs/asyncapi.json; with `--check`, only says whether it is up to date."""
+    """Writes the document (docs/asyncapi.json, or `--out PATH`); with `--check`, only says
+    whether that file is up to date."""
+    parser = argparse.ArgumentParser(prog="python -m batchbus.shared.asyncapi")
+    parser.add_argument("--out", type=Path, default=DOCUMENT)
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args(argv)
+    path: Path = args.out
     text = document()
-    if "--check" in argv:
-        current = DOCUMENT.read_text() if DOCUMENT.exists() else ""
+    if args.check:
+        current = path.read_text() if path.exists() else ""
         if current != text:
-            print(f"{DOCUMENT} is out of date: run `make asyncapi`", file=sys.stderr)
+            print(f"{path} is out of date: run `make asyncapi`", file=sys.stderr)
             return 1
         return 0
-    DOCUMENT.parent.mkdir(parents=True, exist_ok=True)
-    DOCUMENT.write_text(text)
-    print(f"wrote {DOCUMENT}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"wrote {path}")
     return 0
 
 
-# For faststream's own commands (`faststream docs gen|serve shared.asyncapi:app`); never run.
+# For faststream's own commands (`faststream docs gen|serve batchbus.shared.asyncapi:app`);
+# never run.
 app = FastStream(specification=specification())
 
 if __name__ == "__main__":

@@ -2,13 +2,14 @@
 
 import logging
 
-from faststream.nats import NatsBroker
+from faststream.nats import NatsBroker, NatsUserPassword
 from faststream.nats.prometheus import NatsPrometheusMiddleware
+from faststream.nats.security import NatsSecurity
 from prometheus_client import CollectorRegistry
 
-from shared.connection import broker_security
-from shared.metrics import Metrics
-from shared.settings import NatsSettings
+from batchbus.shared.connection import tls_context
+from batchbus.shared.metrics import Metrics
+from batchbus.shared.settings import NatsSettings
 
 
 def make_broker(name: str, settings: NatsSettings) -> tuple[NatsBroker, Metrics]:
@@ -32,3 +33,12 @@ def make_broker(name: str, settings: NatsSettings) -> tuple[NatsBroker, Metrics]
         graceful_timeout=15.0,
     )
     return broker, metrics
+
+
+def broker_security(settings: NatsSettings) -> NatsSecurity | None:
+    """User/password and TLS for faststream's NatsBroker, from the same settings."""
+    context = tls_context(settings)
+    if settings.user:
+        return NatsUserPassword(settings.user, settings.password.get_secret_value(),
+                                ssl_context=context)
+    return NatsSecurity(ssl_context=context) if context is not None else None

@@ -20,10 +20,10 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from shared import subjects
-from shared.metrics import Metrics
-from shared.models import Reservation
-from shared.pricing import MTOK, PriceTable, TokenCounts
+from batchbus.shared import subjects
+from batchbus.shared.metrics import Metrics
+from batchbus.shared.models import Reservation
+from batchbus.shared.pricing import MTOK, PriceTable, TokenCounts
 
 log = logging.getLogger("batchbus.budgets")
 

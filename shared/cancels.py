@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from shared import budgets, subjects
-from shared.models import ErrorInfo, Reservation, Result, Usage
-from shared.publishing import publish_result
+from batchbus.shared import budgets, subjects
+from batchbus.shared.models import ErrorInfo, Reservation, Result, Usage
+from batchbus.shared.publishing import publish_result
 
 log = logging.getLogger("batchbus.cancels")
 

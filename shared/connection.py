@@ -1,16 +1,14 @@
 """How every batchbus connection to NATS authenticates and encrypts, from NatsSettings.
 
-Services connect through faststream (`broker_security`); the client, the CLI and the launcher
-call nats.connect directly (`connect_options`). Both read the same settings here.
+The client, the CLI and the launcher call nats.connect with `connect_options`; the services'
+faststream broker builds its security from the same `tls_context` (shared/broker.py). Nothing
+here imports faststream: the client installs without it.
 """
 
 import ssl
 from typing import Any
 
-from faststream.nats import NatsUserPassword
-from faststream.nats.security import NatsSecurity
-
-from shared.settings import NatsSettings
+from batchbus.shared.settings import NatsSettings
 
 
 def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
@@ -35,11 +33,3 @@ def connect_options(settings: NatsSettings) -> dict[str, Any]:
         options["tls"] = context
     return options
 
-
-def broker_security(settings: NatsSettings) -> NatsSecurity | None:
-    """The same for faststream's NatsBroker."""
-    context = tls_context(settings)
-    if settings.user:
-        return NatsUserPassword(settings.user, settings.password.get_secret_value(),
-                                ssl_context=context)
-    return NatsSecurity(ssl_context=context) if context is not None else None

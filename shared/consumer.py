@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from importlib.metadata import version
 from time import monotonic
 
 import nats.errors
@@ -17,6 +18,14 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, Header
 from nats.js.errors import APIError
+
+# fetch and next_message read nats-py's private parts (a subscription's queue and budget, a
+# pull subscription's inbox): the versions they were read on, checked here rather than by a
+# failure in the middle of a fetch.
+NATS_PY_CHECKED = ("2.16.",)
+if not version("nats-py").startswith(NATS_PY_CHECKED):
+    raise ImportError(f"batchbus reads internals of nats-py 2.16 and found {version('nats-py')}: "
+                      "pip install 'nats-py>=2.16,<2.17'")
 
 HEARTBEAT = "100"
 ENDS_REQUEST = frozenset({"404", "408", "409"})  # no messages, request expired, conflict

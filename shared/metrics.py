@@ -7,7 +7,7 @@ from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from shared.models import BatchState
+from batchbus.shared.models import BatchState
 
 SIZE_BUCKETS = (1, 10, 100, 1_000, 10_000, 100_000)
 BYTES_BUCKETS = (1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 2.56e8)

@@ -11,7 +11,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, NamedTuple
 
-from shared.models import Cost
+from batchbus.shared.models import Cost
 
 MTOK = Decimal(1_000_000)
 
@@ -80,4 +80,4 @@ def load_prices(text: str) -> PriceTable:
 
 @cache
 def default_prices() -> PriceTable:
-    return load_prices(resources.files("shared").joinpath("data/prices.json").read_text())
+    return load_prices(resources.files("batchbus.shared").joinpath("data/prices.json").read_text())

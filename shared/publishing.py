@@ -13,8 +13,8 @@ from nats.js.errors import APIError, NoStreamResponseError
 from pydantic import BaseModel
 from pydantic_core import from_json, to_json
 
-from shared import subjects
-from shared.models import AcceptedTask, BatchEvent, Result
+from batchbus.shared import subjects
+from batchbus.shared.models import AcceptedTask, BatchEvent, Result
 
 ACK_TIMEOUT = 10.0  # seconds; publish_async's future has no timeout of its own
 NO_RESPONDERS = "503"

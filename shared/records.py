@@ -9,8 +9,8 @@ from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from shared import subjects
-from shared.models import BatchRecord, ManifestEntry
+from batchbus.shared import subjects
+from batchbus.shared.models import BatchRecord, ManifestEntry
 
 log = logging.getLogger("batchbus.records")
 

@@ -6,9 +6,9 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from shared import subjects
-from shared.records import BatchRecords
-from shared.settings import NatsSettings
+from batchbus.shared import subjects
+from batchbus.shared.records import BatchRecords
+from batchbus.shared.settings import NatsSettings
 
 DAY = 24 * 3600.0
 

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared import subjects
-from shared.models import Result
+from batchbus.shared import subjects
+from batchbus.shared.models import Result
 
 # HTTP headers of a delivery (the NATS header naming the endpoint is in shared/subjects.py).
 SIGNATURE_HEADER = "Batchbus-Signature"

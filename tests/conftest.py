@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from emulator.config import EmulatorConfig
-from emulator.server import EmulatorHandle, start_emulator
-from launcher.nats_server import NatsServer, start_nats
-from launcher.services import Pipeline
+from batchbus.emulator.config import EmulatorConfig
+from batchbus.emulator.server import EmulatorHandle, start_emulator
+from batchbus.launcher.nats_server import NatsServer, start_nats
+from batchbus.launcher.services import Pipeline
 
 TEST_API_KEY = "sk-ant-test-" + "k" * 24
 

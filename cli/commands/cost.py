@@ -8,13 +8,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.commands.results import SINCE_HELP, since_option
-from cli.connection import DEFAULT_NATS_URL, connected, require_streams
-from cli.console import stdout
-from cli.errors import fail, run
-from cli.tally import ModelCost, Tally
-from shared import subjects
-from shared.client import replay
+from batchbus.cli.commands.results import SINCE_HELP, since_option
+from batchbus.cli.connection import DEFAULT_NATS_URL, connected, require_streams
+from batchbus.cli.console import stdout
+from batchbus.cli.errors import fail, run
+from batchbus.cli.tally import ModelCost, Tally
+from batchbus.client import replay
+from batchbus.shared import subjects
 
 
 def cost(

@@ -10,14 +10,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cli.connection import DEFAULT_NATS_URL, connected, require_streams
-from cli.console import stderr, stdout
-from cli.durations import parse_since
-from cli.errors import CliError, fail, run
-from cli.tally import model_of
-from shared import subjects
-from shared.client import replay
-from shared.models import Result
+from batchbus.cli.connection import DEFAULT_NATS_URL, connected, require_streams
+from batchbus.cli.console import stderr, stdout
+from batchbus.cli.durations import parse_since
+from batchbus.cli.errors import CliError, fail, run
+from batchbus.cli.tally import model_of
+from batchbus.client import replay
+from batchbus.shared import subjects
+from batchbus.shared.models import Result
 
 SINCE_HELP = "only results stored since then: a duration back from now (30m, 1h30m, 2d) " \
              "or an RFC 3339 time (2025-06-01T09:00:00Z)"

@@ -11,13 +11,13 @@ from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from rich.table import Table
 
-from cli.connection import DEFAULT_NATS_URL, connected
-from cli.console import stdout
-from cli.durations import describe_age
-from cli.errors import CliError, run
-from shared import subjects
-from shared.models import BatchRecord
-from shared.records import BatchRecords
+from batchbus.cli.connection import DEFAULT_NATS_URL, connected
+from batchbus.cli.console import stdout
+from batchbus.cli.durations import describe_age
+from batchbus.cli.errors import CliError, run
+from batchbus.shared import subjects
+from batchbus.shared.models import BatchRecord
+from batchbus.shared.records import BatchRecords
 
 
 @dataclass

@@ -13,14 +13,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli.connection import DEFAULT_NATS_URL, connected, require_tasks_and_results
-from cli.console import stderr, stdout
-from cli.errors import EXIT_FAILED_TASKS, fail, run
-from cli.loader import LoadError, load_tasks
-from cli.tally import Tally
-from shared import subjects
-from shared.client import BatchbusClient
-from shared.models import BatchEvent, Task
+from batchbus.cli.connection import DEFAULT_NATS_URL, connected, require_tasks_and_results
+from batchbus.cli.console import stderr, stdout
+from batchbus.cli.errors import EXIT_FAILED_TASKS, fail, run
+from batchbus.cli.loader import LoadError, load_tasks
+from batchbus.cli.tally import Tally
+from batchbus.client import BatchbusClient
+from batchbus.shared import subjects
+from batchbus.shared.models import BatchEvent, Task
 
 SHOWN_FAILURES = 10
 

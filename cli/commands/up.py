@@ -14,12 +14,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cli.connection import probe
-from cli.console import stdout
-from cli.errors import fail
-from launcher.emulator import EmulatorProcess, start_emulator_process
-from launcher.nats_server import NatsServer, start_nats
-from launcher.services import Pipeline
+from batchbus import extras
+from batchbus.cli.connection import probe
+from batchbus.cli.console import stdout
+from batchbus.cli.errors import fail
+from batchbus.launcher.emulator import EmulatorProcess, start_emulator_process
+from batchbus.launcher.nats_server import NatsServer, start_nats
+from batchbus.launcher.services import Pipeline
 
 Part = NatsServer | EmulatorProcess | Pipeline
 
@@ -45,6 +46,10 @@ def up(
         help="how long the emulator takes to process a batch")] = 3.0,
 ) -> None:
     """Start batchbus locally: NATS, the emulator and intake, batcher, poller, notifier."""
+    try:
+        extras.require("local", "batchbus up")
+    except extras.MissingExtra as exc:
+        fail(str(exc))
     if not emulator and not os.environ.get("ANTHROPIC_API_KEY"):
         fail("--no-emulator talks to the real API and needs ANTHROPIC_API_KEY")
     console = stdout()

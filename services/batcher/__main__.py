@@ -1,4 +1,3 @@
-from services.batcher.app import app, settings
-from shared.app import run
+from batchbus.services import run_service
 
-run(app, settings.http, default_port=9102)
+run_service("batcher")

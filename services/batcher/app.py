@@ -1,16 +1,17 @@
-"""The batcher service: `python -m services.batcher` or `faststream run services.batcher.app:app`."""
+"""The batcher service: `python -m batchbus.services.batcher`, or
+`faststream run --factory batchbus.services.batcher.app:build`."""
 
 from faststream.asgi import AsgiFastStream
 from nats.js import JetStreamContext
 
-from services.batcher.collector import Collector
-from services.batcher.settings import BatcherSettings
-from services.batcher.submission import Submitter
-from shared import streams
-from shared.anthropic_client import ApiReachable, make_client
-from shared.app import Loop, Readiness, make_app
-from shared.broker import make_broker
-from shared.cancels import Cancels
+from batchbus.services.batcher.collector import Collector
+from batchbus.services.batcher.settings import BatcherSettings
+from batchbus.services.batcher.submission import Submitter
+from batchbus.shared import streams
+from batchbus.shared.anthropic_client import ApiReachable, make_client
+from batchbus.shared.app import Loop, Readiness, make_app, run
+from batchbus.shared.broker import make_broker
+from batchbus.shared.cancels import Cancels
 
 
 def build(settings: BatcherSettings | None = None) -> AsgiFastStream:
@@ -36,5 +37,8 @@ def build(settings: BatcherSettings | None = None) -> AsgiFastStream:
     return make_app(broker, metrics, settings.nats, setup, readiness=readiness)
 
 
-settings = BatcherSettings()
-app = build(settings)
+
+def main() -> None:
+    """`python -m batchbus.services.batcher`: reads the environment, serves until stopped."""
+    settings = BatcherSettings()
+    run(build(settings), settings.http, default_port=9102)

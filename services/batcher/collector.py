@@ -13,16 +13,16 @@ from nats.js.api import ConsumerConfig
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
-from services.batcher.batching import FlushPolicy, FlushReason, PendingBatch, distinct_count
-from services.batcher.ownership import Ownership
-from services.batcher.recovery import Guard
-from services.batcher.settings import BatcherSettings
-from services.batcher.submission import CreateInDoubt, CreateRefused, Pending, Submitter, Withdrawn
-from shared import consumer, subjects
-from shared.cancels import Cancels, publish_canceled
-from shared.metrics import Metrics
-from shared.models import AcceptedTask, BatchEvent, BatchRecord, ManifestEntry
-from shared.publishing import publish_event
+from batchbus.services.batcher.batching import FlushPolicy, FlushReason, PendingBatch, distinct_count
+from batchbus.services.batcher.ownership import Ownership
+from batchbus.services.batcher.recovery import Guard
+from batchbus.services.batcher.settings import BatcherSettings
+from batchbus.services.batcher.submission import CreateInDoubt, CreateRefused, Pending, Submitter, Withdrawn
+from batchbus.shared import consumer, subjects
+from batchbus.shared.cancels import Cancels, publish_canceled
+from batchbus.shared.metrics import Metrics
+from batchbus.shared.models import AcceptedTask, BatchEvent, BatchRecord, ManifestEntry
+from batchbus.shared.publishing import publish_event
 
 log = logging.getLogger("batchbus.batcher")
 

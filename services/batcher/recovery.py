@@ -12,8 +12,8 @@ from time import monotonic
 
 from anthropic.types.messages import MessageBatch
 
-from services.batcher.submission import Submitter
-from shared.models import BatchRecord
+from batchbus.services.batcher.submission import Submitter
+from batchbus.shared.models import BatchRecord
 
 log = logging.getLogger("batchbus.batcher")
 

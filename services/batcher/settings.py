@@ -3,7 +3,7 @@
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.settings import AnthropicSettings, HttpSettings, NatsSettings
+from batchbus.shared.settings import AnthropicSettings, HttpSettings, NatsSettings
 
 API_MAX_REQUESTS = 100_000
 API_MAX_BYTES = 256 * 1000 * 1000

@@ -20,11 +20,11 @@ from nats.aio.msg import Msg
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
-from services.batcher.batching import batch_body, custom_id, encode_request, prefix_key
-from shared import failpoints
-from shared.metrics import Metrics
-from shared.models import AcceptedTask, BatchRecord, ManifestEntry
-from shared.records import BatchRecords
+from batchbus.services.batcher.batching import batch_body, custom_id, encode_request, prefix_key
+from batchbus.shared import failpoints
+from batchbus.shared.metrics import Metrics
+from batchbus.shared.models import AcceptedTask, BatchRecord, ManifestEntry
+from batchbus.shared.records import BatchRecords
 
 log = logging.getLogger("batchbus.batcher")
 

@@ -1,4 +1,3 @@
-from services.intake.app import app, settings
-from shared.app import run
+from batchbus.services import run_service
 
-run(app, settings.http, default_port=9101)
+run_service("intake")

@@ -1,4 +1,5 @@
-"""The intake service: `python -m services.intake` or `faststream run services.intake.app:app`."""
+"""The intake service: `python -m batchbus.services.intake`, or
+`faststream run --factory batchbus.services.intake.app:build`."""
 
 import asyncio
 from collections import deque
@@ -9,17 +10,17 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 
-from services.intake.batch_history import BatchHistoryFollower
-from services.intake.handlers import TaskIntake
-from services.intake.routing import BatchHistory, Router
-from services.intake.settings import IntakeSettings
-from services.intake.validation import Limits
-from shared import consumer, streams, subjects
-from shared.app import Loop, make_app
-from shared.broker import make_broker
-from shared.budgets import BudgetGate, Budgets
-from shared.cancels import Cancels
-from shared.pricing import default_prices
+from batchbus.services.intake.batch_history import BatchHistoryFollower
+from batchbus.services.intake.handlers import TaskIntake
+from batchbus.services.intake.routing import BatchHistory, Router
+from batchbus.services.intake.settings import IntakeSettings
+from batchbus.services.intake.validation import Limits
+from batchbus.shared import consumer, streams, subjects
+from batchbus.shared.app import Loop, make_app, run
+from batchbus.shared.broker import make_broker
+from batchbus.shared.budgets import BudgetGate, Budgets
+from batchbus.shared.cancels import Cancels
+from batchbus.shared.pricing import default_prices
 
 HANDLING = 2  # fetched batches handled at once: one's CPU work overlaps another's round trips
 
@@ -85,5 +86,8 @@ def build(settings: IntakeSettings | None = None) -> AsgiFastStream:
     return make_app(broker, metrics, settings.nats, setup)
 
 
-settings = IntakeSettings()
-app = build(settings)
+
+def main() -> None:
+    """`python -m batchbus.services.intake`: reads the environment, serves until stopped."""
+    settings = IntakeSettings()
+    run(build(settings), settings.http, default_port=9101)

@@ -11,10 +11,10 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
-from services.intake.routing import BatchHistory
-from shared import subjects
-from shared.consumer import fetch
-from shared.models import BatchEvent
+from batchbus.services.intake.routing import BatchHistory
+from batchbus.shared import subjects
+from batchbus.shared.consumer import fetch
+from batchbus.shared.models import BatchEvent
 
 log = logging.getLogger("batchbus.intake")
 

@@ -14,14 +14,14 @@ from nats.js.api import Header, PubAck
 from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
-from services.intake.routing import Decision, Router
-from services.intake.validation import Limits, Rejection, check_webhook, validate_task
-from shared import subjects
-from shared.budgets import BudgetGate, Refusal
-from shared.cancels import Cancels, publish_canceled
-from shared.metrics import Metrics
-from shared.models import AcceptedTask, ErrorInfo, Reservation, Result, Task
-from shared.publishing import PubAcks, Raw, accepted_message, publish_result, realtime_message
+from batchbus.services.intake.routing import Decision, Router
+from batchbus.services.intake.validation import Limits, Rejection, check_webhook, validate_task
+from batchbus.shared import subjects
+from batchbus.shared.budgets import BudgetGate, Refusal
+from batchbus.shared.cancels import Cancels, publish_canceled
+from batchbus.shared.metrics import Metrics
+from batchbus.shared.models import AcceptedTask, ErrorInfo, Reservation, Result, Task
+from batchbus.shared.publishing import PubAcks, Raw, accepted_message, publish_result, realtime_message
 
 log = logging.getLogger("batchbus.intake")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from shared.models import Route
+from batchbus.shared.models import Route
 
 # A batch ends within 24 hours of its create (or expires): the most the batch path can take
 # for one attempt, and what is assumed while there is too little history to judge from.

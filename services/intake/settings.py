@@ -5,11 +5,11 @@ from decimal import Decimal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.intake.routing import RoutePolicy
-from shared.budgets import parse_budgets
-from shared.pricing import default_prices
-from shared.settings import HttpSettings, NatsSettings
-from shared.webhooks import WebhookSettings
+from batchbus.services.intake.routing import RoutePolicy
+from batchbus.shared.budgets import parse_budgets
+from batchbus.shared.pricing import default_prices
+from batchbus.shared.settings import HttpSettings, NatsSettings
+from batchbus.shared.webhooks import WebhookSettings
 
 
 class IntakeSettings(BaseSettings):

@@ -9,8 +9,8 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import from_json
 
-from shared import subjects
-from shared.models import Task
+from batchbus.shared import subjects
+from batchbus.shared.models import Task
 
 REQUIRED_PARAMS = ("model", "max_tokens", "messages")
 TASK_FIELDS = frozenset(Task.model_fields)

@@ -8,9 +8,9 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from shared.metrics import Metrics
-from shared.models import ManifestEntry, Result
-from shared.pricing import PriceTable
+from batchbus.shared.metrics import Metrics
+from batchbus.shared.models import ManifestEntry, Result
+from batchbus.shared.pricing import PriceTable
 
 log = logging.getLogger("batchbus.notifier")
 

@@ -1,4 +1,5 @@
-"""The notifier service: `python -m services.notifier` or `faststream run services.notifier.app:app`."""
+"""The notifier service: `python -m batchbus.services.notifier`, or
+`faststream run --factory batchbus.services.notifier.app:build`."""
 
 import logging
 
@@ -8,19 +9,19 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 from pydantic import ValidationError
 
-from services.notifier.accounting import Accounting
-from services.notifier.delivery import Delivery
-from services.notifier.realtime import RealtimeCalls
-from services.notifier.settings import NotifierSettings
-from services.notifier.webhooks import WebhookSender
-from shared import consumer, streams, subjects
-from shared.anthropic_client import ApiReachable, make_client
-from shared.app import Loop, Readiness, make_app
-from shared.broker import make_broker
-from shared.budgets import Budgets
-from shared.cancels import Cancels
-from shared.models import BatchEnded
-from shared.pricing import default_prices
+from batchbus.services.notifier.accounting import Accounting
+from batchbus.services.notifier.delivery import Delivery
+from batchbus.services.notifier.realtime import RealtimeCalls
+from batchbus.services.notifier.settings import NotifierSettings
+from batchbus.services.notifier.webhooks import WebhookSender
+from batchbus.shared import consumer, streams, subjects
+from batchbus.shared.anthropic_client import ApiReachable, make_client
+from batchbus.shared.app import Loop, Readiness, make_app, run
+from batchbus.shared.broker import make_broker
+from batchbus.shared.budgets import Budgets
+from batchbus.shared.cancels import Cancels
+from batchbus.shared.models import BatchEnded
+from batchbus.shared.pricing import default_prices
 
 log = logging.getLogger("batchbus.notifier")
 
@@ -81,5 +82,8 @@ def build(settings: NotifierSettings | None = None) -> AsgiFastStream:
     return make_app(broker, metrics, settings.nats, setup, readiness=readiness)
 
 
-settings = NotifierSettings()
-app = build(settings)
+
+def main() -> None:
+    """`python -m batchbus.services.notifier`: reads the environment, serves until stopped."""
+    settings = NotifierSettings()
+    run(build(settings), settings.http, default_port=9104)

@@ -13,8 +13,8 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from nats.js.errors import NotFoundError
 
-from services.notifier.accounting import Accounting
-from services.notifier.results import (
+from batchbus.services.notifier.accounting import Accounting
+from batchbus.services.notifier.results import (
     Final,
     Retry,
     attempt_record,
@@ -26,11 +26,11 @@ from services.notifier.results import (
     result_json,
     retry_delay,
 )
-from services.notifier.settings import NotifierSettings
-from shared import publishing, subjects
-from shared.budgets import Budgets, spent_usd
-from shared.cancels import Cancels
-from shared.models import (
+from batchbus.services.notifier.settings import NotifierSettings
+from batchbus.shared import publishing, subjects
+from batchbus.shared.budgets import Budgets, spent_usd
+from batchbus.shared.cancels import Cancels
+from batchbus.shared.models import (
     AcceptedTask,
     BatchEnded,
     DeadLetter,
@@ -38,8 +38,8 @@ from shared.models import (
     Result,
     parse_json,
 )
-from shared.publishing import PubAcks, Raw, publish, publish_accepted
-from shared.records import BatchRecords
+from batchbus.shared.publishing import PubAcks, Raw, publish, publish_accepted
+from batchbus.shared.records import BatchRecords
 
 log = logging.getLogger("batchbus.notifier")
 

@@ -23,15 +23,15 @@ from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, Field, ValidationError
 
-from services.notifier.accounting import Accounting
-from services.notifier.results import retry_delay, usage_of
-from services.notifier.settings import NotifierSettings
-from shared import consumer, subjects
-from shared.budgets import Budgets, spent_usd
-from shared.cancels import Cancels
-from shared.models import AcceptedTask, Attempt, Cost, DeadLetter, ErrorInfo, Result, Status
-from shared.pricing import PriceTable
-from shared.publishing import publish, publish_result
+from batchbus.services.notifier.accounting import Accounting
+from batchbus.services.notifier.results import retry_delay, usage_of
+from batchbus.services.notifier.settings import NotifierSettings
+from batchbus.shared import consumer, subjects
+from batchbus.shared.budgets import Budgets, spent_usd
+from batchbus.shared.cancels import Cancels
+from batchbus.shared.models import AcceptedTask, Attempt, Cost, DeadLetter, ErrorInfo, Result, Status
+from batchbus.shared.pricing import PriceTable
+from batchbus.shared.publishing import publish, publish_result
 
 log = logging.getLogger("batchbus.notifier")
 

@@ -5,8 +5,8 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from shared.models import Attempt, ErrorInfo, ManifestEntry, Status, Usage
-from shared.pricing import PriceTable, TokenCounts
+from batchbus.shared.models import Attempt, ErrorInfo, ManifestEntry, Status, Usage
+from batchbus.shared.pricing import PriceTable, TokenCounts
 
 # Error types worth another attempt as they are; any other error is the request's own fault.
 TRANSIENT_ERRORS = frozenset({"api_error", "overloaded_error", "rate_limit_error",

@@ -3,8 +3,8 @@
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.settings import AnthropicSettings, HttpSettings, NatsSettings
-from shared.webhooks import WebhookSettings
+from batchbus.shared.settings import AnthropicSettings, HttpSettings, NatsSettings
+from batchbus.shared.webhooks import WebhookSettings
 
 
 class NotifierSettings(BaseSettings):

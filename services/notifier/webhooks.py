@@ -15,13 +15,13 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 from pydantic import ValidationError
 
-from services.notifier.results import retry_delay
-from services.notifier.settings import NotifierSettings
-from shared import consumer, subjects
-from shared.metrics import Metrics
-from shared.models import Result
-from shared.publishing import publish
-from shared.webhooks import (
+from batchbus.services.notifier.results import retry_delay
+from batchbus.services.notifier.settings import NotifierSettings
+from batchbus.shared import consumer, subjects
+from batchbus.shared.metrics import Metrics
+from batchbus.shared.models import Result
+from batchbus.shared.publishing import publish
+from batchbus.shared.webhooks import (
     ATTEMPT_HEADER,
     DELIVERY_HEADER,
     SIGNATURE_HEADER,

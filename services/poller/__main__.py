@@ -1,4 +1,3 @@
-from services.poller.app import app, settings
-from shared.app import run
+from batchbus.services import run_service
 
-run(app, settings.http, default_port=9103)
+run_service("poller")

@@ -1,15 +1,16 @@
-"""The poller service: `python -m services.poller` or `faststream run services.poller.app:app`."""
+"""The poller service: `python -m batchbus.services.poller`, or
+`faststream run --factory batchbus.services.poller.app:build`."""
 
 from faststream.asgi import AsgiFastStream
 from nats.js import JetStreamContext
 
-from services.poller.settings import PollerSettings
-from services.poller.tracker import Tracker
-from shared import streams, subjects
-from shared.anthropic_client import ApiReachable, make_client
-from shared.app import Loop, Readiness, make_app
-from shared.broker import make_broker
-from shared.lease import Lease
+from batchbus.services.poller.settings import PollerSettings
+from batchbus.services.poller.tracker import Tracker
+from batchbus.shared import streams, subjects
+from batchbus.shared.anthropic_client import ApiReachable, make_client
+from batchbus.shared.app import Loop, Readiness, make_app, run
+from batchbus.shared.broker import make_broker
+from batchbus.shared.lease import Lease
 
 
 def build(settings: PollerSettings | None = None) -> AsgiFastStream:
@@ -30,5 +31,8 @@ def build(settings: PollerSettings | None = None) -> AsgiFastStream:
     return make_app(broker, metrics, settings.nats, setup, readiness=readiness)
 
 
-settings = PollerSettings()
-app = build(settings)
+
+def main() -> None:
+    """`python -m batchbus.services.poller`: reads the environment, serves until stopped."""
+    settings = PollerSettings()
+    run(build(settings), settings.http, default_port=9103)

@@ -3,7 +3,7 @@
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.settings import AnthropicSettings, HttpSettings, NatsSettings
+from batchbus.shared.settings import AnthropicSettings, HttpSettings, NatsSettings
 
 
 class PollerSettings(BaseSettings):

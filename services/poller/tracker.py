@@ -13,14 +13,14 @@ from anthropic import AsyncAnthropic
 from anthropic.types.messages import MessageBatch
 from nats.js import JetStreamContext
 
-from services.poller.polling import Completions, PollPolicy, Schedule
-from services.poller.settings import PollerSettings
-from shared import subjects
-from shared.lease import Lease
-from shared.metrics import Metrics
-from shared.models import BatchEnded, BatchEvent, BatchRecord, BatchState
-from shared.publishing import publish, publish_event
-from shared.records import BatchRecords
+from batchbus.services.poller.polling import Completions, PollPolicy, Schedule
+from batchbus.services.poller.settings import PollerSettings
+from batchbus.shared import subjects
+from batchbus.shared.lease import Lease
+from batchbus.shared.metrics import Metrics
+from batchbus.shared.models import BatchEnded, BatchEvent, BatchRecord, BatchState
+from batchbus.shared.publishing import publish, publish_event
+from batchbus.shared.records import BatchRecords
 
 log = logging.getLogger("batchbus.poller")
 

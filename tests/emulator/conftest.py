@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import anthropic
 import pytest
 
-from emulator import EmulatorConfig, EmulatorHandle, start_emulator
+from batchbus.emulator import EmulatorConfig, EmulatorHandle, start_emulator
 from tests.emulator.helpers import make_async_client, make_client
 
 

@@ -13,7 +13,7 @@ import anthropic
 from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
 from anthropic.types.messages.batch_create_params import Request
 
-from emulator import EmulatorHandle
+from batchbus.emulator import EmulatorHandle
 
 API_KEY = "test-key"
 MODEL = "claude-haiku-4-5"

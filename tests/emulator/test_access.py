@@ -5,7 +5,7 @@ from __future__ import annotations
 import anthropic
 import pytest
 
-from emulator import EmulatorHandle
+from batchbus.emulator import EmulatorHandle
 from tests.emulator.helpers import error_body, make_client
 
 

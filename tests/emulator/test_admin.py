@@ -14,8 +14,8 @@ from pathlib import Path
 import anthropic
 import pytest
 
-from emulator import EmulatorConfig, EmulatorHandle, run_emulator
-from emulator.prompt import params_hash
+from batchbus.emulator import EmulatorConfig, EmulatorHandle, run_emulator
+from batchbus.emulator.prompt import params_hash
 from tests.emulator.helpers import AdminError, admin, item, make_client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,7 +89,7 @@ def cli(tmp_path: Path) -> Iterator[tuple[str, float, str]]:
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"counts_mode": "incremental", "api_keys": ["cli-key"]}))
     env = {**os.environ, "EMULATOR_PORT": "0", "EMULATOR_PROCESSING_SECONDS": "0.7"}
-    command = [sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--config", str(config)]
+    command = [sys.executable, "-m", "batchbus.emulator", "--host", "127.0.0.1", "--config", str(config)]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     try:
         line = _first_line(process, timeout=10)

@@ -8,7 +8,7 @@ from datetime import timedelta
 import anthropic
 import pytest
 
-from emulator import EmulatorHandle
+from batchbus.emulator import EmulatorHandle
 from tests.emulator.helpers import error_body, item, results_by_id
 
 BATCH_ID = re.compile(r"^msgbatch_01[0-9A-Za-z]{22}$")

@@ -7,7 +7,7 @@ import time
 import anthropic
 import pytest
 
-from emulator import EmulatorHandle, FaultRule
+from batchbus.emulator import EmulatorHandle, FaultRule
 from tests.emulator.helpers import error_body, item, make_client, wait_until
 
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 import anthropic
 import pytest
 
-from emulator import EmulatorHandle
+from batchbus.emulator import EmulatorHandle
 from tests.emulator.helpers import item, results_by_id, wait_until
 
 DAY = 24 * 3600.0

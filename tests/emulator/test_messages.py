@@ -6,7 +6,7 @@ import anthropic
 import pytest
 from anthropic.types import MessageParam
 
-from emulator import EmulatorHandle, FaultRule
+from batchbus.emulator import EmulatorHandle, FaultRule
 from tests.emulator.helpers import MODEL, make_client
 
 MESSAGES: list[MessageParam] = [{"role": "user", "content": "hello"}]

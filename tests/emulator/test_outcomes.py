@@ -8,7 +8,7 @@ import anthropic
 import pytest
 from anthropic.types.messages.batch_create_params import Request
 
-from emulator import EmulatorHandle, OutcomeRule, UsageOverride
+from batchbus.emulator import EmulatorHandle, OutcomeRule, UsageOverride
 from tests.emulator.helpers import MODEL, item, params, results_by_id
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import anthropic
 
-from emulator import EmulatorHandle
+from batchbus.emulator import EmulatorHandle
 from tests.emulator.helpers import item
 
 SIZE = 10_000

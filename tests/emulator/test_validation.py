@@ -8,7 +8,7 @@ import anthropic
 import pytest
 from anthropic.types.messages import MessageBatch
 
-from emulator import EmulatorHandle
+from batchbus.emulator import EmulatorHandle
 from tests.emulator.helpers import item, params, results_by_id
 
 PATTERN_ERROR = "requests.1.custom_id: String should match pattern '^[a-zA-Z0-9_-]{1,64}$'"

@@ -17,12 +17,12 @@ import nats.errors
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
-from emulator.server import EmulatorHandle
-from services.batcher.batching import custom_id
-from shared import subjects
-from shared.client import replay
-from shared.settings import NatsSettings
-from shared.streams import batch_records
+from batchbus.client import replay
+from batchbus.emulator.server import EmulatorHandle
+from batchbus.services.batcher.batching import custom_id
+from batchbus.shared import subjects
+from batchbus.shared.settings import NatsSettings
+from batchbus.shared.streams import batch_records
 
 # The errors a publish raises when its outcome is unknown (server gone, no ack in time).
 UNKNOWN_OUTCOME = (nats.errors.Error, TimeoutError, ConnectionError)

@@ -7,10 +7,10 @@ import urllib.request
 
 import pytest
 
-from emulator.server import EmulatorHandle
-from launcher.nats_server import NatsServer
-from launcher.services import Pipeline
-from shared.client import BatchbusClient
+from batchbus.client import BatchbusClient
+from batchbus.emulator.server import EmulatorHandle
+from batchbus.launcher.nats_server import NatsServer
+from batchbus.launcher.services import Pipeline
 from tests.integration.helpers import assert_submitted_once, gather_results, ticket
 
 pytestmark = [pytest.mark.nats, pytest.mark.fault]

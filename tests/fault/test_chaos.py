@@ -18,9 +18,9 @@ from typing import Any
 import nats
 import pytest
 
-from emulator.server import EmulatorHandle
-from launcher.nats_server import NatsServer, start_nats
-from launcher.services import SERVICES, Pipeline
+from batchbus.emulator.server import EmulatorHandle
+from batchbus.launcher.nats_server import NatsServer, start_nats
+from batchbus.launcher.services import SERVICES, Pipeline
 from tests.fault.conftest import FAST_RECOVERY
 from tests.fault.history import (
     History,

@@ -10,12 +10,12 @@ from pathlib import Path
 import nats
 import pytest
 
-from emulator.server import EmulatorHandle
-from launcher.nats_cluster import NatsCluster, start_cluster
-from launcher.services import Pipeline
-from shared import subjects
-from shared.settings import NatsSettings
-from shared.streams import batch_records
+from batchbus.emulator.server import EmulatorHandle
+from batchbus.launcher.nats_cluster import NatsCluster, start_cluster
+from batchbus.launcher.services import Pipeline
+from batchbus.shared import subjects
+from batchbus.shared.settings import NatsSettings
+from batchbus.shared.streams import batch_records
 from tests.conftest import pipeline_env
 from tests.fault.conftest import FAST_RECOVERY
 from tests.fault.history import (

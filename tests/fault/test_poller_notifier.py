@@ -4,11 +4,11 @@ import asyncio
 
 import pytest
 
-from emulator.server import EmulatorHandle
-from launcher.nats_server import NatsServer
-from launcher.services import Pipeline
-from shared import subjects
-from shared.client import BatchbusClient
+from batchbus.client import BatchbusClient
+from batchbus.emulator.server import EmulatorHandle
+from batchbus.launcher.nats_server import NatsServer
+from batchbus.launcher.services import Pipeline
+from batchbus.shared import subjects
 from tests.integration.helpers import (
     assert_submitted_once,
     gather_results,

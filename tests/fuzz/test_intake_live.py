@@ -18,11 +18,11 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from nats.aio.msg import Msg
 
-from launcher.nats_server import NatsServer
-from launcher.services import Pipeline
-from services.intake.settings import IntakeSettings
-from services.intake.validation import Limits, Rejection, validate_task
-from shared import subjects
+from batchbus.launcher.nats_server import NatsServer
+from batchbus.launcher.services import Pipeline
+from batchbus.services.intake.settings import IntakeSettings
+from batchbus.services.intake.validation import Limits, Rejection, validate_task
+from batchbus.shared import subjects
 from tests.fuzz.strategies import (
     ODD_TEXT,
     encode,

@@ -36,25 +36,25 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 from prometheus_client import CollectorRegistry
 
-from emulator.config import EmulatorConfig
-from emulator.server import EmulatorHandle, start_emulator
-from launcher.nats_server import NatsServer, start_nats
-from services.batcher.batching import custom_id
-from services.batcher.collector import Collector
-from services.batcher.settings import BatcherSettings
-from services.batcher.submission import Submitter
-from services.notifier.accounting import Accounting
-from services.notifier.delivery import Delivery
-from services.notifier.settings import NotifierSettings
-from shared import consumer, streams, subjects
-from shared.anthropic_client import make_client
-from shared.cancels import Cancels
-from shared.metrics import Metrics
-from shared.models import AcceptedTask, BatchEnded
-from shared.pricing import default_prices
-from shared.publishing import publish_accepted
-from shared.records import BatchRecords
-from shared.settings import AnthropicSettings, NatsSettings
+from batchbus.emulator.config import EmulatorConfig
+from batchbus.emulator.server import EmulatorHandle, start_emulator
+from batchbus.launcher.nats_server import NatsServer, start_nats
+from batchbus.services.batcher.batching import custom_id
+from batchbus.services.batcher.collector import Collector
+from batchbus.services.batcher.settings import BatcherSettings
+from batchbus.services.batcher.submission import Submitter
+from batchbus.services.notifier.accounting import Accounting
+from batchbus.services.notifier.delivery import Delivery
+from batchbus.services.notifier.settings import NotifierSettings
+from batchbus.shared import consumer, streams, subjects
+from batchbus.shared.anthropic_client import make_client
+from batchbus.shared.cancels import Cancels
+from batchbus.shared.metrics import Metrics
+from batchbus.shared.models import AcceptedTask, BatchEnded
+from batchbus.shared.pricing import default_prices
+from batchbus.shared.publishing import publish_accepted
+from batchbus.shared.records import BatchRecords
+from batchbus.shared.settings import AnthropicSettings, NatsSettings
 from tests.conftest import TEST_API_KEY
 from tests.integration.helpers import MODEL
 

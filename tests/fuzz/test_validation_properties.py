@@ -10,10 +10,10 @@ from typing import Any
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from services.batcher.batching import custom_id, encode_request
-from services.intake.validation import MAX_DEPTH, Limits, Rejection, validate_task
-from shared import subjects
-from shared.models import AcceptedTask, ErrorInfo, ManifestEntry, Result, Task
+from batchbus.services.batcher.batching import custom_id, encode_request
+from batchbus.services.intake.validation import MAX_DEPTH, Limits, Rejection, validate_task
+from batchbus.shared import subjects
+from batchbus.shared.models import AcceptedTask, ErrorInfo, ManifestEntry, Result, Task
 from tests.fuzz.strategies import (
     MODEL,
     ODD_TEXT,

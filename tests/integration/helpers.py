@@ -7,11 +7,11 @@ from typing import Any
 
 import nats
 
-from emulator.server import EmulatorHandle
-from services.batcher.batching import custom_id
-from shared import subjects
-from shared.client import BatchbusClient
-from shared.models import Result
+from batchbus.client import BatchbusClient
+from batchbus.emulator.server import EmulatorHandle
+from batchbus.services.batcher.batching import custom_id
+from batchbus.shared import subjects
+from batchbus.shared.models import Result
 
 MODEL = "claude-sonnet-4-5"
 

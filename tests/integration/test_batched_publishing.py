@@ -12,17 +12,17 @@ from nats.js.api import Header, PubAck
 from nats.js.errors import APIError, NoStreamResponseError
 from prometheus_client import CollectorRegistry
 
-from launcher.nats_server import NatsServer
-from services.intake.handlers import WRONG_LAST_SEQUENCE, TaskIntake
-from services.intake.routing import BatchHistory, Router
-from services.intake.settings import IntakeSettings
-from services.intake.validation import Limits
-from shared import streams, subjects
-from shared.cancels import Cancels
-from shared.metrics import Metrics
-from shared.models import Result
-from shared.publishing import PubAcks, Raw, result_message
-from shared.settings import NatsSettings
+from batchbus.launcher.nats_server import NatsServer
+from batchbus.services.intake.handlers import WRONG_LAST_SEQUENCE, TaskIntake
+from batchbus.services.intake.routing import BatchHistory, Router
+from batchbus.services.intake.settings import IntakeSettings
+from batchbus.services.intake.validation import Limits
+from batchbus.shared import streams, subjects
+from batchbus.shared.cancels import Cancels
+from batchbus.shared.metrics import Metrics
+from batchbus.shared.models import Result
+from batchbus.shared.publishing import PubAcks, Raw, result_message
+from batchbus.shared.settings import NatsSettings
 from tests.integration.helpers import stored_count, ticket
 
 WAIT = 5.0  # seconds for every ack of a test's publishes

@@ -15,21 +15,21 @@ from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
 from prometheus_client import CollectorRegistry
 
-from launcher.nats_server import NatsServer
-from launcher.services import Pipeline
-from services.intake.handlers import TaskIntake
-from services.intake.routing import BatchHistory, Router
-from services.intake.settings import IntakeSettings
-from services.intake.validation import Limits
-from shared import streams, subjects
-from shared.budgets import BudgetGate, Budgets, Refusal, usd, worst_case_usd
-from shared.cancels import Cancels, publish_canceled
-from shared.client import BatchbusClient
-from shared.metrics import Metrics
-from shared.models import ErrorInfo, Reservation, Result
-from shared.pricing import default_prices
-from shared.publishing import publish_result
-from shared.settings import NatsSettings
+from batchbus.client import BatchbusClient
+from batchbus.launcher.nats_server import NatsServer
+from batchbus.launcher.services import Pipeline
+from batchbus.services.intake.handlers import TaskIntake
+from batchbus.services.intake.routing import BatchHistory, Router
+from batchbus.services.intake.settings import IntakeSettings
+from batchbus.services.intake.validation import Limits
+from batchbus.shared import streams, subjects
+from batchbus.shared.budgets import BudgetGate, Budgets, Refusal, usd, worst_case_usd
+from batchbus.shared.cancels import Cancels, publish_canceled
+from batchbus.shared.metrics import Metrics
+from batchbus.shared.models import ErrorInfo, Reservation, Result
+from batchbus.shared.pricing import default_prices
+from batchbus.shared.publishing import publish_result
+from batchbus.shared.settings import NatsSettings
 from tests.integration.helpers import gather_results, stored_count, ticket
 
 pytestmark = pytest.mark.nats

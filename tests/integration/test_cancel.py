@@ -5,12 +5,12 @@ import asyncio
 import nats.js.errors
 import pytest
 
-from emulator.server import EmulatorHandle
-from launcher.nats_server import NatsServer
-from launcher.services import Pipeline
-from services.batcher.batching import custom_id
-from shared import subjects
-from shared.client import BatchbusClient
+from batchbus.client import BatchbusClient
+from batchbus.emulator.server import EmulatorHandle
+from batchbus.launcher.nats_server import NatsServer
+from batchbus.launcher.services import Pipeline
+from batchbus.services.batcher.batching import custom_id
+from batchbus.shared import subjects
 from tests.integration.helpers import gather_results, submissions, ticket
 
 pytestmark = pytest.mark.nats

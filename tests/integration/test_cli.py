@@ -21,15 +21,17 @@ import pytest
 from typer.testing import CliRunner
 from typer.testing import Result as Invocation
 
-from cli.main import app
-from emulator.server import EmulatorHandle
-from launcher.nats_server import NatsServer, start_nats
-from launcher.services import ROOT, Pipeline
-from services.batcher.batching import custom_id
-from shared import subjects
-from shared.client import BatchbusClient
-from shared.models import BatchEvent, Result
+from batchbus.cli.main import app
+from batchbus.client import BatchbusClient
+from batchbus.emulator.server import EmulatorHandle
+from batchbus.launcher.nats_server import NatsServer, start_nats
+from batchbus.launcher.services import Pipeline
+from batchbus.services.batcher.batching import custom_id
+from batchbus.shared import subjects
+from batchbus.shared.models import BatchEvent, Result
 from tests.integration.helpers import assert_submitted_once, ticket
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.nats
 

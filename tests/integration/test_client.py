@@ -7,12 +7,12 @@ import nats
 import nats.errors
 import pytest
 
-from emulator.server import EmulatorHandle
-from launcher.nats_server import NatsServer
-from launcher.services import Pipeline
-from shared import subjects
-from shared.client import BatchbusClient
-from shared.models import Task
+from batchbus.client import BatchbusClient
+from batchbus.emulator.server import EmulatorHandle
+from batchbus.launcher.nats_server import NatsServer
+from batchbus.launcher.services import Pipeline
+from batchbus.shared import subjects
+from batchbus.shared.models import Task
 from tests.integration.helpers import assert_submitted_once, stored_count, ticket
 
 pytestmark = pytest.mark.nats

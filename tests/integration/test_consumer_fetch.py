@@ -13,8 +13,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 
-from launcher.nats_server import NatsServer
-from shared import consumer
+from batchbus.launcher.nats_server import NatsServer
+from batchbus.shared import consumer
 
 WAIT = 10.0  # seconds: bound of every wait in these tests
 

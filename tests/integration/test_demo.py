@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.services import ROOT
+ROOT = Path(__file__).resolve().parents[2]
+
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
 
@@ -33,7 +34,7 @@ def test_the_demo_runs_end_to_end_and_cleans_up() -> None:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("NATS_", "ANTHROPIC_", "BATCHBUS_"))}
     env["BATCHBUS_DEMO_TICKETS"] = "200"
-    done = subprocess.run([sys.executable, "-m", "launcher.demo"], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "-m", "batchbus.launcher.demo"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=240)
     out = done.stdout
     assert done.returncode == 0, out + done.stderr

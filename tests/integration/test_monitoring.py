@@ -23,11 +23,11 @@ from typing import Any, TypeVar
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from launcher.nats_server import NatsServer
-from launcher.services import SERVICES, Pipeline, free_port
-from shared.app import Readiness
-from shared.client import BatchbusClient
-from shared.models import Result
+from batchbus.client import BatchbusClient
+from batchbus.launcher.nats_server import NatsServer
+from batchbus.launcher.services import SERVICES, Pipeline, free_port
+from batchbus.shared.app import Readiness
+from batchbus.shared.models import Result
 from tests.integration.helpers import MODEL, gather_results, ticket
 from tests.unit.test_monitoring_files import (
     ALERTS,

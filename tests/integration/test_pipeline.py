@@ -7,11 +7,11 @@ from decimal import Decimal
 import nats
 import pytest
 
-from emulator.server import EmulatorHandle
-from launcher.services import Pipeline
-from shared import subjects
-from shared.client import BatchbusClient
-from shared.models import DeadLetter
+from batchbus.client import BatchbusClient
+from batchbus.emulator.server import EmulatorHandle
+from batchbus.launcher.services import Pipeline
+from batchbus.shared import subjects
+from batchbus.shared.models import DeadLetter
 from tests.integration.helpers import (
     assert_submitted_once,
     gather_results,

@@ -9,17 +9,17 @@ from typing import Any
 import nats
 import pytest
 
-from emulator.config import FaultRule
-from emulator.prompt import params_hash
-from emulator.server import EmulatorHandle
-from launcher.nats_server import NatsServer
-from launcher.services import Pipeline
-from services.intake.batch_history import BatchHistoryFollower
-from services.intake.routing import BatchHistory
-from shared import subjects
-from shared.client import BatchbusClient
-from shared.models import BatchEvent, Result
-from shared.publishing import publish_event
+from batchbus.client import BatchbusClient
+from batchbus.emulator.config import FaultRule
+from batchbus.emulator.prompt import params_hash
+from batchbus.emulator.server import EmulatorHandle
+from batchbus.launcher.nats_server import NatsServer
+from batchbus.launcher.services import Pipeline
+from batchbus.services.intake.batch_history import BatchHistoryFollower
+from batchbus.services.intake.routing import BatchHistory
+from batchbus.shared import subjects
+from batchbus.shared.models import BatchEvent, Result
+from batchbus.shared.publishing import publish_event
 from tests.integration.helpers import gather_results, stored_count, ticket
 
 pytestmark = pytest.mark.nats

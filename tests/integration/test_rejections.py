@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from launcher.services import Pipeline
-from shared import subjects
-from shared.client import BatchbusClient
+from batchbus.client import BatchbusClient
+from batchbus.launcher.services import Pipeline
+from batchbus.shared import subjects
 from tests.integration.helpers import gather_results, ticket
 
 pytestmark = pytest.mark.nats

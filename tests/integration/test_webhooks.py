@@ -14,12 +14,12 @@ from typing import Any
 import nats
 import pytest
 
-from launcher.nats_server import NatsServer
-from launcher.services import Pipeline
-from shared import subjects
-from shared.client import BatchbusClient
-from shared.models import Result
-from shared.webhooks import (
+from batchbus.client import BatchbusClient
+from batchbus.launcher.nats_server import NatsServer
+from batchbus.launcher.services import Pipeline
+from batchbus.shared import subjects
+from batchbus.shared.models import Result
+from batchbus.shared.webhooks import (
     ATTEMPT_HEADER,
     DELIVERY_HEADER,
     SIGNATURE_HEADER,

@@ -13,7 +13,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from launcher.nats_server import NatsServer, start_nats
+from batchbus.launcher.nats_server import NatsServer, start_nats
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNTS = ROOT / "deploy" / "nats" / "accounts.conf"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from launcher.nats_server import NatsServer
-from launcher.services import Pipeline
-from shared.settings import HttpSettings
+from batchbus.launcher.nats_server import NatsServer
+from batchbus.launcher.services import Pipeline
+from batchbus.shared.settings import HttpSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 

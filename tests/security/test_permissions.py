@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from emulator.server import EmulatorHandle
-from launcher.nats_server import server_binary
-from launcher.services import SERVICES, Pipeline
-from shared import streams, subjects
-from shared.client import BatchbusClient
-from shared.models import BatchEvent, Result
-from shared.settings import NatsSettings
+from batchbus.client import BatchbusClient
+from batchbus.emulator.server import EmulatorHandle
+from batchbus.launcher.nats_server import server_binary
+from batchbus.launcher.services import SERVICES, Pipeline
+from batchbus.shared import streams, subjects
+from batchbus.shared.models import BatchEvent, Result
+from batchbus.shared.settings import NatsSettings
 from tests.conftest import pipeline_env
 from tests.integration.helpers import ticket
 from tests.security.conftest import (

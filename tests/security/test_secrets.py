@@ -13,12 +13,12 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from emulator.config import EmulatorConfig
-from emulator.server import EmulatorHandle, start_emulator
-from launcher.nats_server import NatsServer, start_nats
-from launcher.services import Pipeline
-from shared import subjects
-from shared.client import BatchbusClient
+from batchbus.client import BatchbusClient
+from batchbus.emulator.config import EmulatorConfig
+from batchbus.emulator.server import EmulatorHandle, start_emulator
+from batchbus.launcher.nats_server import NatsServer, start_nats
+from batchbus.launcher.services import Pipeline
+from batchbus.shared import subjects
 from tests.fault.conftest import FAST_RECOVERY
 from tests.integration.helpers import gather_results, ticket
 

@@ -14,11 +14,11 @@ import nats
 import nats.errors
 import pytest
 
-from emulator.server import EmulatorHandle
-from launcher.nats_server import NatsServer, start_nats
-from launcher.services import Pipeline
-from shared.client import BatchbusClient
-from shared.settings import NatsSettings
+from batchbus.client import BatchbusClient
+from batchbus.emulator.server import EmulatorHandle
+from batchbus.launcher.nats_server import NatsServer, start_nats
+from batchbus.launcher.services import Pipeline
+from batchbus.shared.settings import NatsSettings
 from tests.conftest import pipeline_env
 from tests.integration.helpers import ticket
 from tests.security.certificates import Certificates, make_certificates

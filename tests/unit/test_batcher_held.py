@@ -7,10 +7,10 @@ from typing import Any, cast
 
 from nats.aio.msg import Msg
 
-from services.batcher.batching import custom_id
-from services.batcher.recovery import Guard
-from services.batcher.submission import Pending, Submitter
-from shared.models import AcceptedTask, BatchRecord, ManifestEntry, Reservation
+from batchbus.services.batcher.batching import custom_id
+from batchbus.services.batcher.recovery import Guard
+from batchbus.services.batcher.submission import Pending, Submitter
+from batchbus.shared.models import AcceptedTask, BatchRecord, ManifestEntry, Reservation
 
 
 def delivered(seq: int, task: AcceptedTask) -> Msg:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from services.batcher.batching import (
+from batchbus.services.batcher.batching import (
     BODY_CHUNK,
     ENVELOPE_BYTES,
     FlushPolicy,
@@ -21,7 +21,7 @@ from services.batcher.batching import (
     encode_request,
     prefix_key,
 )
-from services.batcher.settings import BatcherSettings
+from batchbus.services.batcher.settings import BatcherSettings
 
 API_CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from shared.budgets import (
+from batchbus.shared.budgets import (
     API_OVERHEAD_TOKENS,
     DOCUMENT_TOKENS,
     IMAGE_TOKENS,
@@ -14,7 +14,7 @@ from shared.budgets import (
     usd,
     worst_case_usd,
 )
-from shared.pricing import MTOK, default_prices
+from batchbus.shared.pricing import MTOK, default_prices
 
 PRICES = default_prices()
 MODEL = "claude-sonnet-4-5"  # $3 input, $6 1-hour cache write, $15 output per MTok

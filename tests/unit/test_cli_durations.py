@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from cli.durations import describe_age, parse_duration, parse_since
+from batchbus.cli.durations import describe_age, parse_duration, parse_since
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from cli.main import app
+from batchbus.cli.main import app
 
 runner = CliRunner()
 NOWHERE = "nats://127.0.0.1:1"  # never reached: each error comes first

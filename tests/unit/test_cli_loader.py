@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.loader import LoadError, generated_id, load_tasks, parse_lines
-from shared import subjects
+from batchbus.cli.loader import LoadError, generated_id, load_tasks, parse_lines
+from batchbus.shared import subjects
 
 BODY = {"model": "claude-sonnet-4-5", "max_tokens": 64,
         "messages": [{"role": "user", "content": "Where is my parcel?"}]}

@@ -3,8 +3,8 @@
 from decimal import Decimal
 from typing import Any
 
-from cli.tally import UNKNOWN_MODEL, Tally
-from shared.models import Cost, ErrorInfo, Result, Usage
+from batchbus.cli.tally import UNKNOWN_MODEL, Tally
+from batchbus.shared.models import Cost, ErrorInfo, Result, Usage
 
 
 def result(task_id: str, status: str = "succeeded", model: str | None = "claude-sonnet-4-5",

@@ -22,12 +22,12 @@ from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 from ruamel.yaml import YAML
 
-from emulator.__main__ import load_config, parse_settings
-from emulator.config import EmulatorConfig, EmulatorSettings
-from services.batcher.settings import BatcherSettings
-from services.intake.settings import IntakeSettings
-from services.notifier.settings import NotifierSettings
-from services.poller.settings import PollerSettings
+from batchbus.emulator.__main__ import load_config, parse_settings
+from batchbus.emulator.config import EmulatorConfig, EmulatorSettings
+from batchbus.services.batcher.settings import BatcherSettings
+from batchbus.services.intake.settings import IntakeSettings
+from batchbus.services.notifier.settings import NotifierSettings
+from batchbus.services.poller.settings import PollerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -122,8 +122,8 @@ def env_example() -> dict[str, tuple[bool, str]]:
 
 
 def default_port(service: str) -> int:
-    match = re.search(r"default_port=(\d+)", (ROOT / "services" / service / "__main__.py").read_text())
-    assert match, f"services/{service}/__main__.py passes no default_port"
+    match = re.search(r"default_port=(\d+)", (ROOT / "services" / service / "app.py").read_text())
+    assert match, f"services/{service}/app.py passes no default_port"
     return int(match[1])
 
 
@@ -184,17 +184,21 @@ def test_python_modules_exist_and_are_in_the_image(name: str) -> None:
     assert command[:2] == ["python", "-m"]
     module = command[2]
     if name in SERVICES:
-        assert module == f"services.{name}"
+        assert module == f"batchbus.services.{name}"
     path = ROOT.joinpath(*module.split("."))
     assert (path / "__main__.py").is_file() or path.with_suffix(".py").is_file(), module
 
-    top = module.split(".")[0]
+    top, folder = module.split(".")[:2]
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     include = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
     assert any(fnmatch.fnmatch(top, pattern) for pattern in include), f"{top} is not packaged"
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.search(rf"^COPY {top} \./{top}$", dockerfile, re.M), f"the Dockerfile skips {top}/"
-    assert top not in (ROOT / ".dockerignore").read_text().split()
+    # batchbus/<folder> links to the top-level folder: the image needs both.
+    assert (ROOT / top / folder).resolve() == ROOT / folder
+    for copied in (top, folder, "shared"):
+        assert re.search(rf"^COPY {copied} \./{copied}$", dockerfile, re.M), \
+            f"the Dockerfile skips {copied}/"
+        assert copied not in (ROOT / ".dockerignore").read_text().split()
 
 
 @pytest.mark.parametrize("name", SERVICES)

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from shared.pricing import TokenCounts, default_prices
+from batchbus.shared.pricing import TokenCounts, default_prices
 
 
 def total(model: str, tokens: TokenCounts, n: int) -> tuple[Decimal, Decimal]:

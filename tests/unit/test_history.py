@@ -1,6 +1,6 @@
 """The history checker catches each broken promise on hand-made histories."""
 
-from services.batcher.batching import custom_id
+from batchbus.services.batcher.batching import custom_id
 from tests.fault.history import Create, History, Publish, Stored, check
 
 TENANT = "acme"

@@ -4,7 +4,7 @@ import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
-from shared.models import ManifestEntry, Reservation
+from batchbus.shared.models import ManifestEntry, Reservation
 
 
 def entry(**extra: object) -> ManifestEntry:

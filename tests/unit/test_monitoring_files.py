@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from shared.broker import make_broker
-from shared.settings import NatsSettings
+from batchbus.shared.broker import make_broker
+from batchbus.shared.settings import NatsSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "monitoring"

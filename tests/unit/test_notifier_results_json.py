@@ -8,20 +8,20 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.notifier.accounting import Accounting
-from services.notifier.delivery import result_raw
-from services.notifier.results import (
+from batchbus.services.notifier.accounting import Accounting
+from batchbus.services.notifier.delivery import result_raw
+from batchbus.services.notifier.results import (
     Final,
     canceled,
     classify,
     missing_result,
     result_fields,
 )
-from shared import subjects
-from shared.metrics import Metrics
-from shared.models import ErrorInfo, ManifestEntry, Reservation, Result
-from shared.pricing import default_prices
-from shared.publishing import result_message
+from batchbus.shared import subjects
+from batchbus.shared.metrics import Metrics
+from batchbus.shared.models import ErrorInfo, ManifestEntry, Reservation, Result
+from batchbus.shared.pricing import default_prices
+from batchbus.shared.publishing import result_message
 
 USAGE = {"input_tokens": 1234, "output_tokens": 77, "cache_creation_input_tokens": 300,
          "cache_read_input_tokens": 4000, "service_tier": "batch",

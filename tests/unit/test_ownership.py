@@ -2,7 +2,7 @@
 
 from time import monotonic
 
-from services.batcher.ownership import MARGIN, Ownership
+from batchbus.services.batcher.ownership import MARGIN, Ownership
 
 
 def test_fresh_messages_are_owned() -> None:

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from services.poller.polling import Completions, PollPolicy, Schedule
+from batchbus.services.poller.polling import Completions, PollPolicy, Schedule
 
 POLICY = PollPolicy(floor=10.0, ceiling=300.0)
 

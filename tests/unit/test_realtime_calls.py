@@ -6,9 +6,9 @@ import anthropic
 import httpx2
 import pytest
 
-from services.notifier.realtime import UnexpectedReply, classify_failure, realtime_result
-from shared.models import AcceptedTask, ErrorInfo
-from shared.pricing import default_prices
+from batchbus.services.notifier.realtime import UnexpectedReply, classify_failure, realtime_result
+from batchbus.shared.models import AcceptedTask, ErrorInfo
+from batchbus.shared.pricing import default_prices
 
 REQUEST = httpx2.Request("POST", "http://api.test/v1/messages")
 

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.notifier.results import (
+from batchbus.services.notifier.results import (
     Final,
     Retry,
     attempt_record,
@@ -13,8 +13,8 @@ from services.notifier.results import (
     result_fields,
     retry_delay,
 )
-from shared.models import ManifestEntry, Result
-from shared.pricing import default_prices
+from batchbus.shared.models import ManifestEntry, Result
+from batchbus.shared.pricing import default_prices
 
 
 def errored(kind: str) -> dict[str, object]:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.intake.routing import (
+from batchbus.services.intake.routing import (
     API_WINDOW_SECONDS,
     BatchHistory,
     RoutePolicy,

@@ -4,7 +4,7 @@ import nats.errors
 import pytest
 from nats.js.errors import ServiceUnavailableError
 
-from shared.app import until_available
+from batchbus.shared.app import until_available
 
 
 async def test_start_up_steps_are_retried_while_jetstream_is_unavailable() -> None:

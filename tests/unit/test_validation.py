@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from services.intake.validation import Limits, Rejection, validate_task
-from shared.models import Task
+from batchbus.services.intake.validation import Limits, Rejection, validate_task
+from batchbus.shared.models import Task
 
 LIMITS = Limits(allowed_models=frozenset({"claude-sonnet-4-5"}), max_tokens=4096,
                 max_task_bytes=10_000)

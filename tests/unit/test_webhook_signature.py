@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from services.intake.validation import Limits, Rejection, check_webhook, validate_task
-from shared.models import Task
-from shared.webhooks import (
+from batchbus.services.intake.validation import Limits, Rejection, check_webhook, validate_task
+from batchbus.shared.models import Task
+from batchbus.shared.webhooks import (
     InvalidWebhookConfig,
     WebhookSettings,
     parse_endpoints,

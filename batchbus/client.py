@@ -17,10 +17,10 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from shared import connection, subjects
-from shared.consumer import fetch, next_message, queued
-from shared.models import Result, Task
-from shared.settings import NatsSettings
+from batchbus.shared import connection, subjects
+from batchbus.shared.consumer import fetch, next_message, queued
+from batchbus.shared.models import Result, Task
+from batchbus.shared.settings import NatsSettings
 
 TaskLike = Task | dict[str, Any]
 
