@@ -14,11 +14,11 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from batchbus.shared import connection, subjects
-from batchbus.shared.consumer import fetch, next_message, queued
+from batchbus.shared.consumer import ephemeral, next_message, queued, stored
 from batchbus.shared.models import Result, Task
 from batchbus.shared.settings import NatsSettings
 
@@ -278,34 +278,12 @@ async def _next_or_failure(sub: JetStreamContext.PushSubscription,
             receiving.cancel()
 
 
-async def replay(js: JetStreamContext, subject: str, since: datetime | None = None,
-                 batch: int = 256) -> AsyncIterator[Result]:
+async def replay(js: JetStreamContext, subject: str, since: datetime | None = None
+                 ) -> AsyncIterator[Result]:
     """The results stored on `subject` (a filter such as `batchbus.results.<tenant>.>`),
     from `since` or from the start, oldest first; ends once it has read every one that was
-    stored when it started.
-
-    An ephemeral pull consumer is used rather than an ordered push one: before its first
-    fetch it delivers nothing, so its `num_pending` says exactly how many results to read,
-    with no idle timeout standing in for "caught up".
-    """
-    config = ConsumerConfig(
-        deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.ALL,
-        opt_start_time=since, ack_policy=AckPolicy.NONE, mem_storage=True, num_replicas=1,
-        inactive_threshold=60.0)  # the server drops it if we vanish mid-replay
-    psub = await js.pull_subscribe(subject, stream=subjects.STREAM_RESULTS, config=config)
-    info = await psub.consumer_info()
-    remaining = info.num_pending or 0
-    try:
-        while remaining > 0:
-            msgs = await fetch(psub, min(batch, remaining), timeout=5.0)
-            if not msgs:
-                # Results age out of the stream (max_age): fewer may be left than counted.
-                remaining = min(remaining, (await psub.consumer_info()).num_pending or 0)
-            for msg in msgs[:remaining]:
+    stored when it started."""
+    async with ephemeral(js, subject, subjects.STREAM_RESULTS, since) as psub:
+        async for msgs in stored(psub):
+            for msg in msgs:
                 yield Result.model_validate_json(msg.data)
-            remaining -= len(msgs)
-    finally:
-        with contextlib.suppress(nats.errors.Error):
-            await psub.unsubscribe()
-        with contextlib.suppress(nats.errors.Error):
-            await js.delete_consumer(subjects.STREAM_RESULTS, info.name)

@@ -28,13 +28,12 @@ import httpx2
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from prometheus_client import CollectorRegistry
 
 from batchbus.launcher.nats_server import start_nats
+from batchbus.services.batcher.metrics import BatcherMetrics
 from batchbus.services.batcher.submission import Pending, Submitter
 from batchbus.shared import streams, subjects
 from batchbus.shared.anthropic_client import make_client
-from batchbus.shared.metrics import Metrics
 from batchbus.shared.models import AcceptedTask
 from batchbus.shared.settings import AnthropicSettings, NatsSettings
 from bench.common import KEY, emit, start_emulator
@@ -136,7 +135,7 @@ async def measure(n: int) -> dict[str, float]:
         submitter = Submitter(
             make_client(AnthropicSettings(api_key=KEY, base_url=url), max_retries=0),
             await streams.batch_records(js, settings), await streams.batch_ids_bucket(js, settings),
-            Metrics(CollectorRegistry()), settle_seconds=0, create_timeout=300, stale_after=900)
+            BatcherMetrics(), settle_seconds=0, create_timeout=300, stale_after=900)
         gc.collect()
         before = rss_mb()
         reset_peak()

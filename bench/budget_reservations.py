@@ -19,7 +19,6 @@ import nats
 from batchbus.launcher.nats_server import start_nats
 from batchbus.shared import streams
 from batchbus.shared.budgets import Budgets
-from batchbus.shared.models import Reservation
 from batchbus.shared.settings import NatsSettings
 
 DAY, CENT, BUDGET = date(2026, 1, 1), Decimal("0.01"), Decimal(10**9)
@@ -33,10 +32,10 @@ async def run(url: str, tasks: int) -> None:
         for tenant, used in (("one", replicas[:1]), ("two", replicas)):
             started = time.perf_counter()
             held = await asyncio.gather(*(
-                used[i % len(used)].hold(tenant, f"task-{i}", DAY, CENT, BUDGET, False)
+                used[i % len(used)].reserve(tenant, f"task-{i}", DAY, CENT, BUDGET, False)
                 for i in range(tasks)))
             elapsed = time.perf_counter() - started
-            assert all(isinstance(h, Reservation) for h in held)
+            assert all(h.reservation is not None for h in held)
             total = await replicas[0].total(tenant, DAY)
             assert total == CENT * tasks, total  # no update lost
             print(f"{len(used)} replica(s): {tasks} reservations in {elapsed:.2f} s "

@@ -1,4 +1,4 @@
-"""`python -m cli` runs the same app as the installed `batchbus` command."""
+"""`python -m batchbus.cli` runs the same app as the installed `batchbus` command."""
 
 from batchbus.cli.main import app
 

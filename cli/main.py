@@ -1,4 +1,4 @@
-"""The `batchbus` command (installed by the project; also `python -m cli`)."""
+"""The `batchbus` command (installed by the project; also `python -m batchbus.cli`)."""
 
 import typer
 

@@ -1,4 +1,4 @@
-"""`python -m emulator [--host H] [--port P] [--processing-seconds X] [--config FILE.json]`."""
+"""`python -m batchbus.emulator [--host H] [--port P] [--processing-seconds X] [--config FILE.json]`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from batchbus.shared import gc_tuning
 
 def parse_settings(argv: list[str] | None = None) -> EmulatorSettings:
     """Command-line flags override EMULATOR_* environment variables."""
-    parser = argparse.ArgumentParser(prog="python -m emulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m batchbus.emulator", description=__doc__)
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
     parser.add_argument("--processing-seconds", type=float, dest="processing_seconds")

@@ -111,7 +111,7 @@ class EmulatorConfig(_Strict):
 
 
 class EmulatorSettings(BaseSettings):
-    """How `python -m emulator` is started; env vars EMULATOR_HOST / _PORT / ... apply."""
+    """How `python -m batchbus.emulator` is started; env vars EMULATOR_HOST / _PORT / ... apply."""
 
     model_config = SettingsConfigDict(env_prefix="EMULATOR_")
 

@@ -1,9 +1,11 @@
-"""The one place that builds an Anthropic SDK client from settings."""
+"""The one place that builds an Anthropic SDK client from settings, and reads what the API
+says back that every service needs: a batch's request counts, a refusal's retry-after."""
 
 from time import monotonic
 
 import anthropic
 from anthropic import AsyncAnthropic
+from anthropic.types.messages import MessageBatch
 
 from batchbus.shared.settings import AnthropicSettings
 
@@ -41,3 +43,20 @@ class ApiReachable:
         except anthropic.APIError:
             return False  # unreachable, down (5xx), or refusing our key (401/403)
         return True
+
+
+# The API's five request counts of a batch, in the order events and digests list them.
+REQUEST_COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
+
+
+def request_counts(batch: MessageBatch) -> dict[str, int]:
+    return {name: int(getattr(batch.request_counts, name)) for name in REQUEST_COUNTS}
+
+
+def retry_after(exc: anthropic.APIStatusError) -> float | None:
+    """The seconds the API asks us to wait (its retry-after header), never negative; None
+    when it names none."""
+    try:
+        return max(0.0, float(exc.response.headers.get("retry-after", "")))
+    except ValueError:
+        return None

@@ -14,7 +14,7 @@ from nats.js.errors import ServiceUnavailableError
 from prometheus_client import make_asgi_app
 
 from batchbus.shared import gc_tuning, streams
-from batchbus.shared.metrics import Metrics
+from batchbus.shared.metrics import ServiceMetrics
 from batchbus.shared.settings import HttpSettings, NatsSettings
 
 log = logging.getLogger("batchbus")
@@ -67,7 +67,7 @@ class Readiness:
         return readyz
 
 
-def make_app(broker: NatsBroker, metrics: Metrics, nats: NatsSettings,
+def make_app(broker: NatsBroker, metrics: ServiceMetrics, nats: NatsSettings,
              setup: Setup, *, readiness: Readiness | None = None) -> AsgiFastStream:
     """An app whose `setup` runs once NATS is connected and the streams exist, before any
     subscriber starts; the loops it returns run supervised until shutdown.

@@ -1,27 +1,24 @@
-"""Builds the NATS broker every service uses, with Prometheus middleware and quiet logs."""
+"""Builds the faststream NATS broker every service runs on: it holds the connection, answers
+the /readyz ping and carries the app's lifecycle. No service consumes through faststream
+subscribers (docs/faststream.md says why), so it has no middleware."""
 
 import logging
 
 from faststream.nats import NatsBroker, NatsUserPassword
-from faststream.nats.prometheus import NatsPrometheusMiddleware
 from faststream.nats.security import NatsSecurity
-from prometheus_client import CollectorRegistry
 
 from batchbus.shared.connection import tls_context
-from batchbus.shared.metrics import Metrics
 from batchbus.shared.settings import NatsSettings
 
 
-def make_broker(name: str, settings: NatsSettings) -> tuple[NatsBroker, Metrics]:
-    """A service's broker and its metrics, which share one Prometheus registry."""
-    metrics = Metrics(CollectorRegistry())
-    broker = NatsBroker(
+def make_broker(name: str, settings: NatsSettings) -> NatsBroker:
+    """A service's broker, named `batchbus-<name>` on the server."""
+    return NatsBroker(
         settings.servers,
         name=f"batchbus-{name}",
         security=broker_security(settings),  # user/password and TLS, when configured
-        middlewares=[NatsPrometheusMiddleware(registry=metrics.registry, app_name=name)],
-        # faststream logs every message at the broker's level; DEBUG keeps that out of
-        # INFO logs, which otherwise halve throughput.
+        # faststream logs each message its subscribers take at the broker's level (measured:
+        # it halves throughput); none consumes through it, and DEBUG keeps it so if one does.
         log_level=logging.DEBUG,
         # Reconnect for ever: a NATS restart must not stop a service.
         max_reconnect_attempts=-1,
@@ -32,7 +29,6 @@ def make_broker(name: str, settings: NatsSettings) -> tuple[NatsBroker, Metrics]
         max_outstanding_pings=2,
         graceful_timeout=15.0,
     )
-    return broker, metrics
 
 
 def broker_security(settings: NatsSettings) -> NatsSecurity | None:

@@ -1,18 +1,16 @@
 """Cancellation requests, kept in the `cancels` bucket and mirrored in memory by a KV watch.
 
 A cancel that arrives before a task's final result makes that result `canceled`: the
-intake, the batcher and the notifier each look here before they pass a task on.
+intake, the batcher and the notifier each look here before they pass a task on (and publish
+that result with `publishing.publish_canceled`).
 """
 
 import logging
 from datetime import UTC, datetime
 
-from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from batchbus.shared import budgets, subjects
-from batchbus.shared.models import ErrorInfo, Reservation, Result, Usage
-from batchbus.shared.publishing import publish_result
+from batchbus.shared import subjects
 
 log = logging.getLogger("batchbus.cancels")
 
@@ -56,24 +54,3 @@ class Cancels:
             self.keys.discard(key)
         else:
             self.keys.add(key)
-
-
-async def publish_canceled(js: JetStreamContext, tenant: str, task_id: str,
-                           metadata: dict[str, object], attempts: int,
-                           batch_id: str | None = None, usage: Usage | None = None,
-                           webhook: str | None = None,
-                           reservation: Reservation | None = None) -> bool:
-    """The task's final `canceled` result; False if it already had a final result.
-
-    A task canceled before it ran releases its budget `reservation` (only when its result is
-    newly stored, so a repeat never releases twice).
-    """
-    result = Result(task_id=task_id, tenant=tenant, status="canceled", batch_id=batch_id,
-                    route="batch" if batch_id else None, attempts=attempts, usage=usage,
-                    metadata=metadata,
-                    error=ErrorInfo(type="canceled", message="canceled at the owner's request"))
-    if not await publish_result(js, result, subjects.result_msg_id(tenant, task_id), webhook):
-        return False
-    if usage is None:
-        await budgets.release(js, tenant, reservation)
-    return True

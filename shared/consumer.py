@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from datetime import datetime
 from importlib.metadata import version
 from time import monotonic
 
@@ -16,7 +17,7 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, Header
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header
 from nats.js.errors import APIError
 
 # fetch and next_message read nats-py's private parts (a subscription's queue and budget, a
@@ -46,6 +47,45 @@ async def pull(js: JetStreamContext, subject: str, durable: str, stream: str,
     finally:
         with suppress(nats.errors.Error):
             await psub.unsubscribe()
+
+
+@asynccontextmanager
+async def ephemeral(js: JetStreamContext, subject: str, stream: str,
+                    start: datetime | int | None = None
+                    ) -> AsyncIterator[JetStreamContext.PullSubscription]:
+    """A replay consumer: unacknowledged, in memory, from `start` (a time, the stream seq
+    after which to begin, or None for the beginning); deleted on exit, and dropped by the
+    server after a minute if we vanish. A pull consumer rather than an ordered push one:
+    before its first fetch it delivers nothing, so `num_pending` says exactly what is stored."""
+    config = ConsumerConfig(ack_policy=AckPolicy.NONE, mem_storage=True, num_replicas=1,
+                            inactive_threshold=60.0, deliver_policy=DeliverPolicy.ALL)
+    if isinstance(start, datetime):
+        config.deliver_policy, config.opt_start_time = DeliverPolicy.BY_START_TIME, start
+    elif start is not None:
+        config.deliver_policy, config.opt_start_seq = DeliverPolicy.BY_START_SEQUENCE, start + 1
+    psub = await js.pull_subscribe(subject, stream=stream, config=config)
+    name = (await psub.consumer_info()).name
+    try:
+        yield psub
+    finally:
+        with suppress(nats.errors.Error):
+            await psub.unsubscribe()
+        with suppress(nats.errors.Error):
+            await js.delete_consumer(stream, name)
+
+
+async def stored(psub: JetStreamContext.PullSubscription, batch: int = 256
+                 ) -> AsyncIterator[list[Msg]]:
+    """The messages an `ephemeral` consumer had to deliver when this began, in batches,
+    oldest first; ends once it has read them all (or they aged out of the stream)."""
+    remaining = (await psub.consumer_info()).num_pending or 0
+    while remaining > 0:
+        msgs = await fetch(psub, min(batch, remaining), timeout=5.0)
+        if not msgs:  # messages age out of a stream (max_age): fewer may be left than counted
+            remaining = min(remaining, (await psub.consumer_info()).num_pending or 0)
+            continue
+        yield msgs[:remaining]
+        remaining -= len(msgs)
 
 
 async def fetch(psub: JetStreamContext.PullSubscription, batch: int, timeout: float) -> list[Msg]:

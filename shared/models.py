@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic_core import from_json, to_json
+from typing_extensions import TypedDict  # before Python 3.12 pydantic validates only this one
 
 
 def parse_json(data: bytes | str) -> Any:
@@ -43,7 +44,24 @@ class Usage(BaseModel):
     cache_read_input_tokens: int = 0
 
 
+class UsageFields(TypedDict):
+    """A Usage as a plain dict, as the notifier builds it per result (see ResultFields)."""
+
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+
+
 class Cost(BaseModel):
+    batch_usd: float
+    realtime_usd: float
+    saved_usd: float
+
+
+class CostFields(TypedDict):
+    """A Cost as a plain dict (see ResultFields)."""
+
     batch_usd: float
     realtime_usd: float
     saved_usd: float
@@ -68,6 +86,25 @@ class Result(BaseModel):
     route: Literal["batch", "realtime"] | None = None
     attempts: int = 0
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ResultFields(TypedDict):
+    """A Result as the notifier's fast path holds it: building the model per result was a
+    sixth of its CPU. Field for field the Result, in its order (its JSON is the model's, key
+    order included); Usage and Cost as their dicts, ErrorInfo as built. A unit test holds
+    these and the models together."""
+
+    task_id: str
+    tenant: str
+    status: Status
+    message: dict[str, Any] | None
+    error: ErrorInfo | None
+    usage: UsageFields | None
+    cost: CostFields | None
+    batch_id: str | None
+    route: Literal["batch", "realtime"] | None
+    attempts: int
+    metadata: dict[str, Any]
 
 
 class BatchEvent(BaseModel):

@@ -13,8 +13,17 @@ from nats.js.errors import APIError, NoStreamResponseError
 from pydantic import BaseModel
 from pydantic_core import from_json, to_json
 
-from batchbus.shared import subjects
-from batchbus.shared.models import AcceptedTask, BatchEvent, Result
+from batchbus.shared import budgets, subjects
+from batchbus.shared.models import (
+    AcceptedTask,
+    Attempt,
+    BatchEvent,
+    DeadLetter,
+    ErrorInfo,
+    Reservation,
+    Result,
+    Usage,
+)
 
 ACK_TIMEOUT = 10.0  # seconds; publish_async's future has no timeout of its own
 NO_RESPONDERS = "503"
@@ -91,6 +100,37 @@ async def publish_result(js: JetStreamContext, result: Result, msg_id: str,
                          webhook: str | None = None) -> bool:
     """Stores the task's final result; returns False when the stream already had it."""
     return not (await send(js, result_message(result, msg_id, webhook))).duplicate
+
+
+async def publish_canceled(js: JetStreamContext, tenant: str, task_id: str,
+                           metadata: dict[str, object], attempts: int,
+                           batch_id: str | None = None, usage: Usage | None = None,
+                           webhook: str | None = None,
+                           reservation: Reservation | None = None) -> bool:
+    """The task's final `canceled` result; False if it already had a final result.
+
+    A task canceled before it ran releases its budget `reservation` (only when its result is
+    newly stored, so a repeat never releases twice).
+    """
+    result = Result(task_id=task_id, tenant=tenant, status="canceled", batch_id=batch_id,
+                    route="batch" if batch_id else None, attempts=attempts, usage=usage,
+                    metadata=metadata,
+                    error=ErrorInfo(type="canceled", message="canceled at the owner's request"))
+    if not await publish_result(js, result, subjects.result_msg_id(tenant, task_id), webhook):
+        return False
+    if usage is None:
+        await budgets.release(js, tenant, reservation)
+    return True
+
+
+async def publish_dead_letter(js: JetStreamContext, task: AcceptedTask, history: list[Attempt],
+                              final: Result) -> None:
+    """Records a task that used up its attempts, with its history and final result; once per
+    task (the result's message id)."""
+    letter = DeadLetter(tenant=task.tenant, task_id=task.task_id, params=task.params,
+                        metadata=task.metadata, history=history, result=final)
+    await publish(js, subjects.dead_letters(task.tenant), letter, subjects.STREAM_DEAD_LETTERS,
+                  subjects.result_msg_id(task.tenant, task.task_id))
 
 
 async def publish_accepted(js: JetStreamContext, task: AcceptedTask) -> None:

@@ -1,10 +1,10 @@
-"""The batcher service: `python -m batchbus.services.batcher`, or
-`faststream run --factory batchbus.services.batcher.app:build`."""
+"""The batcher service: `python -m batchbus.services.batcher` (`main`)."""
 
 from faststream.asgi import AsgiFastStream
 from nats.js import JetStreamContext
 
 from batchbus.services.batcher.collector import Collector
+from batchbus.services.batcher.metrics import BatcherMetrics
 from batchbus.services.batcher.settings import BatcherSettings
 from batchbus.services.batcher.submission import Submitter
 from batchbus.shared import streams
@@ -17,7 +17,7 @@ from batchbus.shared.cancels import Cancels
 def build(settings: BatcherSettings | None = None) -> AsgiFastStream:
     settings = settings or BatcherSettings()
     readiness = Readiness()
-    broker, metrics = make_broker("batcher", settings.nats)
+    broker, metrics = make_broker("batcher", settings.nats), BatcherMetrics()
 
     async def setup(js: JetStreamContext) -> dict[str, Loop]:
         client = make_client(settings.anthropic, max_retries=0)

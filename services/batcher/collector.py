@@ -1,9 +1,7 @@
 """The batcher's loop: pull accepted task attempts, hold them, flush by count, bytes or time."""
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from time import monotonic
 
@@ -14,22 +12,24 @@ from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
 from batchbus.services.batcher.batching import FlushPolicy, FlushReason, PendingBatch, distinct_count
+from batchbus.services.batcher.metrics import BatcherMetrics
 from batchbus.services.batcher.ownership import Ownership
 from batchbus.services.batcher.recovery import Guard
 from batchbus.services.batcher.settings import BatcherSettings
 from batchbus.services.batcher.submission import CreateInDoubt, CreateRefused, Pending, Submitter, Withdrawn
 from batchbus.shared import consumer, subjects
-from batchbus.shared.cancels import Cancels, publish_canceled
-from batchbus.shared.metrics import Metrics
+from batchbus.shared.anthropic_client import REQUEST_COUNTS
+from batchbus.shared.cancels import Cancels
 from batchbus.shared.models import AcceptedTask, BatchEvent, BatchRecord, ManifestEntry
-from batchbus.shared.publishing import publish_event
+from batchbus.shared.publishing import publish_canceled, publish_event
+from batchbus.shared.runtime import kept_alive
 
 log = logging.getLogger("batchbus.batcher")
 
 
 class Collector:
     def __init__(self, js: JetStreamContext, submitter: Submitter, cancels: Cancels,
-                 settings: BatcherSettings, metrics: Metrics) -> None:
+                 settings: BatcherSettings, metrics: BatcherMetrics) -> None:
         self.js = js
         self.submitter = submitter
         self.cancels = cancels
@@ -138,7 +138,10 @@ class Collector:
                 return
         items, size = await self._distinct_count(items, size)
         try:
-            async with self._kept_alive(items):
+            # Keeps the batch's messages from being redelivered while it is submitted; once
+            # they are ours no more, the beat stops and the submitter withdraws before its create.
+            async with kept_alive(lambda: self.ownership.keep(i.msg for i in items),
+                                  self.keep_alive_every):
                 record = await self.submitter.submit(items, size, self.ownership.owned)
         except Withdrawn:
             return  # NATS redelivers them; the guard keeps them out of a second batch
@@ -203,23 +206,6 @@ class Collector:
         self.held.clear()
         log.warning("paused past the ack wait: let go of %d held tasks", len(dropped))
 
-    @contextlib.asynccontextmanager
-    async def _kept_alive(self, items: list[Pending]) -> AsyncIterator[None]:
-        """Keeps the messages of a batch being submitted from being redelivered meanwhile."""
-        async def beat() -> None:
-            while True:
-                await asyncio.sleep(self.keep_alive_every)
-                if not await self.ownership.keep(i.msg for i in items):
-                    return  # ours no more; the submitter withdraws before its create
-
-        task = asyncio.create_task(beat())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
     async def _cancel(self, msg: Msg, task: AcceptedTask | ManifestEntry) -> None:
         if await publish_canceled(self.js, task.tenant, task.task_id, task.metadata,
                                   task.attempt - 1, webhook=task.webhook,
@@ -242,8 +228,7 @@ class Collector:
         assert record.batch_id is not None
         await publish_event(self.js, BatchEvent(
             batch_id=record.batch_id, event="submitted", processing_status="in_progress",
-            request_counts={"processing": record.requests, "succeeded": 0, "errored": 0,
-                            "canceled": 0, "expired": 0},
+            request_counts=dict.fromkeys(REQUEST_COUNTS, 0) | {"processing": record.requests},
             created_at=record.created_at), record.tenants)
 
     def _observe(self) -> None:

@@ -20,9 +20,10 @@ from nats.aio.msg import Msg
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
+from batchbus.services.batcher import failpoints
 from batchbus.services.batcher.batching import batch_body, custom_id, encode_request, prefix_key
-from batchbus.shared import failpoints
-from batchbus.shared.metrics import Metrics
+from batchbus.services.batcher.metrics import BatcherMetrics
+from batchbus.shared.anthropic_client import request_counts, retry_after
 from batchbus.shared.models import AcceptedTask, BatchRecord, ManifestEntry
 from batchbus.shared.records import BatchRecords
 
@@ -93,7 +94,7 @@ Resolution = MessageBatch | Literal["absent", "ambiguous"]
 
 class Submitter:
     def __init__(self, client: AsyncAnthropic, records: BatchRecords, batch_ids: KeyValue,
-                 metrics: Metrics, settle_seconds: float, create_timeout: float,
+                 metrics: BatcherMetrics, settle_seconds: float, create_timeout: float,
                  stale_after: float) -> None:
         self.client = client  # built with max_retries=0
         self.records = records
@@ -155,7 +156,7 @@ class Submitter:
                 self.metrics.create_outcomes.labels("refused").inc()
                 log.warning("create refused (%s %s); tasks wait", exc.status_code, exc.type)
                 await self.records.forget(intent, revision)
-                raise CreateRefused(_retry_after(exc)) from exc
+                raise CreateRefused(retry_after(exc)) from exc
             cause: Exception = exc
         except anthropic.APIError as exc:  # connection reset, timeout: outcome unknown
             self.metrics.api_errors.labels("create", "connection").inc()
@@ -224,13 +225,4 @@ class Submitter:
 
 
 def _total(batch: MessageBatch) -> int:
-    c = batch.request_counts
-    return c.processing + c.succeeded + c.errored + c.canceled + c.expired
-
-
-def _retry_after(exc: anthropic.APIStatusError) -> float | None:
-    value = exc.response.headers.get("retry-after")
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
+    return sum(request_counts(batch).values())

@@ -1,19 +1,17 @@
 """Follows the poller's `ended` batch events (BATCHBUS_EVENTS) into intake's BatchHistory."""
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 
-import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
 from batchbus.services.intake.routing import BatchHistory
 from batchbus.shared import subjects
-from batchbus.shared.consumer import fetch
+from batchbus.shared.consumer import ephemeral, fetch, stored
 from batchbus.shared.models import BatchEvent
 
 log = logging.getLogger("batchbus.intake")
@@ -32,13 +30,8 @@ class BatchHistoryFollower:
     async def load(self) -> None:
         """Reads the events stored now, so the first decisions already have the history."""
         async with self._consumer() as psub:
-            remaining = (await psub.consumer_info()).num_pending or 0
-            while remaining > 0:
-                msgs = await fetch(psub, min(FETCH, remaining), timeout=5.0)
-                if not msgs:
-                    return  # events aged out of the stream meanwhile
+            async for msgs in stored(psub, FETCH):
                 self._apply(msgs)
-                remaining -= len(msgs)
 
     async def follow(self) -> None:
         """A service loop: the events as they are published."""
@@ -46,24 +39,11 @@ class BatchHistoryFollower:
             while True:
                 self._apply(await fetch(psub, FETCH, timeout=5.0))
 
-    @contextlib.asynccontextmanager
-    async def _consumer(self) -> AsyncIterator[JetStreamContext.PullSubscription]:
-        # Ephemeral and unacknowledged: nothing to recover but what the stream keeps.
-        config = ConsumerConfig(ack_policy=AckPolicy.NONE, mem_storage=True, num_replicas=1,
-                                inactive_threshold=60.0)
-        if self.last_seq:
-            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
-            config.opt_start_seq = self.last_seq + 1
-        else:
-            config.deliver_policy = DeliverPolicy.BY_START_TIME
-            config.opt_start_time = self.clock() - self.history.window
-        psub = await self.js.pull_subscribe(subjects.BATCH_EVENTS, stream=subjects.STREAM_EVENTS,
-                                            config=config)
-        try:
-            yield psub
-        finally:
-            with contextlib.suppress(nats.errors.Error):
-                await psub.unsubscribe()
+    def _consumer(self) -> AbstractAsyncContextManager[JetStreamContext.PullSubscription]:
+        # Nothing to recover but what the stream keeps: from the last event read, or the
+        # history's window back from now.
+        start = self.last_seq or (self.clock() - self.history.window)
+        return ephemeral(self.js, subjects.BATCH_EVENTS, subjects.STREAM_EVENTS, start)
 
     def _apply(self, msgs: list[Msg]) -> None:
         for msg in msgs:

@@ -5,8 +5,8 @@ from decimal import Decimal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from batchbus.services.intake.budgets import parse_budgets
 from batchbus.services.intake.routing import RoutePolicy
-from batchbus.shared.budgets import parse_budgets
 from batchbus.shared.pricing import default_prices
 from batchbus.shared.settings import HttpSettings, NatsSettings
 from batchbus.shared.webhooks import WebhookSettings

@@ -4,38 +4,41 @@ import logging
 from collections import Counter as Tally
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
 
 from prometheus_client import Counter
+from pydantic import TypeAdapter
 
-from batchbus.shared.metrics import Metrics
-from batchbus.shared.models import ManifestEntry, Result
+from batchbus.services.notifier.metrics import NotifierMetrics
+from batchbus.shared.budgets import SettleOutcome
+from batchbus.shared.models import ManifestEntry, Result, ResultFields
 from batchbus.shared.pricing import PriceTable
 
 log = logging.getLogger("batchbus.notifier")
 
+# The `tokens` counter's kinds, in the order `_count` sums a result's usage fields.
 TOKEN_KINDS = ("input", "output", "cache_write", "cache_read")
 # A newly stored final result (its Result's fields), its model and when its task was published.
-Stored = tuple[dict[str, Any], str, datetime]
+Stored = tuple[ResultFields, str, datetime]
+# A real-time Result as the fields `_count` reads (its ErrorInfo back to a model); one a call.
+_AS_FIELDS = TypeAdapter(ResultFields)
 
 
 class Accounting:
-    def __init__(self, metrics: Metrics, prices: PriceTable) -> None:
+    def __init__(self, metrics: NotifierMetrics, prices: PriceTable) -> None:
         self.metrics = metrics
         self.prices = prices
         # Labelled counters, looked up once: `labels()` takes a lock and builds a key a call.
         self._status_counters: dict[str, Counter] = {}
         self._token_counters: dict[tuple[str, str], Counter] = {}
 
-    def results(self, stored: Iterable[tuple[dict[str, Any], ManifestEntry]]) -> None:
+    def results(self, stored: Iterable[tuple[ResultFields, ManifestEntry]]) -> None:
         """Counts the batch results a window stored anew, each as its Result's fields."""
         self._count((fields, entry.model, entry.published_at) for fields, entry in stored)
 
     def final(self, result: Result, model: str, published_at: datetime) -> None:
         """Counts a stored final result of either route (a real-time one's cost.batch_usd is
         its full price, so `cost_batch` stays what was spent)."""
-        self._count([(result.model_dump(include={"task_id", "status", "usage", "cost"}), model,
-                      published_at)])
+        self._count([(_AS_FIELDS.validate_python(result.model_dump()), model, published_at)])
 
     def _count(self, stored: Iterable[Stored]) -> None:
         """Sums tokens and money over the results first: one `inc` per status, token kind
@@ -103,6 +106,11 @@ class Accounting:
 
     def dead_letter(self) -> None:
         self.metrics.dead_letters.inc()
+
+    def settlement(self, outcome: SettleOutcome | None) -> None:
+        """A budget reservation settled by a final result (None: the task had none)."""
+        if outcome is not None:
+            self.metrics.budget_settlements.labels(outcome).inc()
 
     def mismatch(self, batch_id: str, custom_id: str) -> None:
         # Not ours (an adopted batch that was not this intent's?): alert, never guess.

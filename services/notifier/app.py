@@ -1,5 +1,4 @@
-"""The notifier service: `python -m batchbus.services.notifier`, or
-`faststream run --factory batchbus.services.notifier.app:build`."""
+"""The notifier service: `python -m batchbus.services.notifier` (`main`)."""
 
 import logging
 
@@ -7,10 +6,10 @@ from faststream.asgi import AsgiFastStream
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
-from pydantic import ValidationError
 
 from batchbus.services.notifier.accounting import Accounting
 from batchbus.services.notifier.delivery import Delivery
+from batchbus.services.notifier.metrics import NotifierMetrics
 from batchbus.services.notifier.realtime import RealtimeCalls
 from batchbus.services.notifier.settings import NotifierSettings
 from batchbus.services.notifier.webhooks import WebhookSender
@@ -22,6 +21,7 @@ from batchbus.shared.budgets import Budgets
 from batchbus.shared.cancels import Cancels
 from batchbus.shared.models import BatchEnded
 from batchbus.shared.pricing import default_prices
+from batchbus.shared.runtime import kept_alive, readable, serve_each
 
 log = logging.getLogger("batchbus.notifier")
 
@@ -31,7 +31,7 @@ RETRY_DELAY_SECONDS = 5.0
 def build(settings: NotifierSettings | None = None) -> AsgiFastStream:
     settings = settings or NotifierSettings()
     readiness = Readiness()
-    broker, metrics = make_broker("notifier", settings.nats)
+    broker, metrics = make_broker("notifier", settings.nats), NotifierMetrics()
     endpoints = settings.webhooks.load()  # a bad configuration stops the start, loudly
 
     async def setup(js: JetStreamContext) -> dict[str, Loop]:
@@ -39,7 +39,7 @@ def build(settings: NotifierSettings | None = None) -> AsgiFastStream:
         await cancels.load()
         client = make_client(settings.anthropic)
         readiness.add("api", ApiReachable(client))
-        budgets = Budgets(await streams.budgets_bucket(js, settings.nats), metrics)
+        budgets = Budgets(await streams.budgets_bucket(js, settings.nats))
         accounting = Accounting(metrics, default_prices())
         delivery = Delivery(js, client,
                             await streams.batch_records(js, settings.nats), cancels, settings,
@@ -48,20 +48,13 @@ def build(settings: NotifierSettings | None = None) -> AsgiFastStream:
                                  cancels, settings, accounting, budgets)
 
         async def deliver_one(msg: Msg) -> None:
-            try:
-                ended = BatchEnded.model_validate_json(msg.data)
-            except ValidationError:
-                log.error("unreadable handoff at seq %s; terminating it",
-                          msg.metadata.sequence.stream)
-                await msg.term()
+            """One ended batch's results. A failure is retried by this or another notifier
+            (handle_safely's delayed nak): a handoff is never terminated, but one that
+            cannot be read at all."""
+            if (ended := await readable(msg, BatchEnded, "handoff")) is None:
                 return
-            try:
-                await delivery.deliver(ended, msg.in_progress)
-            except Exception:
-                # Never terminate a handoff: wait, and let this or another notifier retry.
-                log.exception("delivery of batch %s failed; retrying", ended.batch_id)
-                await msg.nak(delay=RETRY_DELAY_SECONDS)
-                return
+            async with kept_alive(msg.in_progress, settings.ack_wait_seconds / 4):
+                await delivery.deliver(ended)
             await msg.ack_sync()
 
         async def deliver_results() -> None:
@@ -69,9 +62,7 @@ def build(settings: NotifierSettings | None = None) -> AsgiFastStream:
                                      subjects.STREAM_INTERNAL, ConsumerConfig(
                                          ack_wait=settings.ack_wait_seconds,
                                          max_deliver=-1)) as psub:
-                while True:
-                    for msg in await consumer.fetch(psub, 1, timeout=1.0):
-                        await deliver_one(msg)
+                await serve_each(psub, deliver_one, at_once=1, retry_delay=RETRY_DELAY_SECONDS)
 
         loops: dict[str, Loop] = {"notifier": deliver_results, "realtime": realtime.run,
                                   "cancels": cancels.follow}

@@ -2,10 +2,9 @@
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from time import monotonic
 from typing import Any
 
 from anthropic import AsyncAnthropic
@@ -32,13 +31,14 @@ from batchbus.shared.budgets import Budgets, spent_usd
 from batchbus.shared.cancels import Cancels
 from batchbus.shared.models import (
     AcceptedTask,
+    Attempt,
     BatchEnded,
-    DeadLetter,
     ManifestEntry,
     Result,
+    ResultFields,
     parse_json,
 )
-from batchbus.shared.publishing import PubAcks, Raw, publish, publish_accepted
+from batchbus.shared.publishing import PubAcks, Raw, publish_accepted, publish_dead_letter
 from batchbus.shared.records import BatchRecords
 
 log = logging.getLogger("batchbus.notifier")
@@ -62,16 +62,15 @@ class Delivery:
         self.accounting = accounting
         self.acks = PubAcks(js)
 
-    async def deliver(self, ended: BatchEnded, keep_alive: Callable[[], Awaitable[Any]]) -> None:
+    async def deliver(self, ended: BatchEnded) -> None:
         """Settles every request of the batch; safe to repeat (results carry Nats-Msg-Ids),
-        and a repeat skips the lines an earlier run checkpointed. `keep_alive` is called
-        often enough to keep the handoff message from being redelivered meanwhile."""
+        and a repeat skips the lines an earlier run checkpointed."""
         found = await self.records.read(ended.intent_id)
         if found is None or found[0].state == "delivered":
             return  # delivered by an earlier run
         done = found[0].lines_done
         manifest = await self.records.manifest_index(ended.intent_id)
-        lines, beat = 0, monotonic()
+        lines = 0
         window: list[Line] = []  # lines settled together
 
         async def drain() -> None:
@@ -91,9 +90,6 @@ class Delivery:
             if lines % CHECKPOINT_EVERY == 0 and lines > done:
                 await drain()  # a checkpoint only ever covers settled lines
                 await self._checkpoint(ended.intent_id, lines)
-            if monotonic() - beat > self.settings.ack_wait_seconds / 4:
-                beat = monotonic()
-                await keep_alive()
         await drain()
         # Requests the file did not mention; with no file at all, the batch ran out of time.
         absent = missing_result() if ended.results_available else EXPIRED
@@ -150,7 +146,7 @@ class Delivery:
                   for s in settling]
         acks = await self.acks.store([result_raw(final, s.entry.webhook)
                                       for s, final in zip(settling, finals, strict=True)])
-        counted: list[tuple[dict[str, Any], ManifestEntry]] = []
+        counted: list[tuple[ResultFields, ManifestEntry]] = []
         stored: list[Awaitable[None]] = []
         for s, final, ack in zip(settling, finals, acks, strict=True):
             if not isinstance(ack, PubAck):
@@ -176,7 +172,7 @@ class Delivery:
             outcome = last_attempt(result, entry.attempt)
         return Settling(entry, result, outcome, task)
 
-    async def _after_stored(self, s: "Settling", final: dict[str, Any], batch_id: str) -> None:
+    async def _after_stored(self, s: "Settling", final: ResultFields, batch_id: str) -> None:
         await self._settle_budget(s.entry, s.outcome.message)
         if s.outcome.exhausted and s.task is not None:
             history = [*s.task.history, attempt_record(s.result, s.entry.attempt, batch_id)]
@@ -189,7 +185,8 @@ class Delivery:
             return
         usage = (message or {}).get("usage")
         actual = spent_usd(self.accounting.prices, entry.model, usage, realtime=False)
-        await self.budgets.settle_final(entry.tenant, entry.reservation, actual)
+        self.accounting.settlement(
+            await self.budgets.settle_final(entry.tenant, entry.reservation, actual))
 
     async def _task(self, entry: ManifestEntry) -> AcceptedTask | None:
         """The attempt's task as the batcher got it; None if retention dropped it."""
@@ -210,12 +207,8 @@ class Delivery:
         await publish_accepted(self.js, nxt)
         self.accounting.retry(retry.reason)
 
-    async def _dead_letter(self, task: AcceptedTask, history: list[Any], final: Any) -> None:
-        letter = DeadLetter(tenant=task.tenant, task_id=task.task_id, params=task.params,
-                            metadata=task.metadata, history=history, result=final)
-        await publish(self.js, subjects.dead_letters(task.tenant), letter,
-                      subjects.STREAM_DEAD_LETTERS,
-                      subjects.result_msg_id(task.tenant, task.task_id))
+    async def _dead_letter(self, task: AcceptedTask, history: list[Attempt], final: Result) -> None:
+        await publish_dead_letter(self.js, task, history, final)
         self.accounting.dead_letter()
 
     async def _checkpoint(self, intent_id: str, lines: int) -> None:
@@ -223,7 +216,7 @@ class Delivery:
             update={"lines_done": lines}) if lines > r.lines_done else None)
 
 
-def result_raw(fields: dict[str, Any], webhook: str | None) -> Raw:
+def result_raw(fields: ResultFields, webhook: str | None) -> Raw:
     """What `result_message(Result(**fields), ...)` publishes, built without the Result:
     validating the Result we built and dumping it was a sixth of the notifier's CPU."""
     tenant, task_id = fields["tenant"], fields["task_id"]

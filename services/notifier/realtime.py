@@ -7,10 +7,8 @@ mid-call, so the call may have run and been billed) counts that call as a used a
 made again only while attempts remain, and is counted as `interrupted`.
 """
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -21,17 +19,19 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from batchbus.services.notifier.accounting import Accounting
 from batchbus.services.notifier.results import retry_delay, usage_of
 from batchbus.services.notifier.settings import NotifierSettings
 from batchbus.shared import consumer, subjects
+from batchbus.shared.anthropic_client import retry_after
 from batchbus.shared.budgets import Budgets, spent_usd
 from batchbus.shared.cancels import Cancels
-from batchbus.shared.models import AcceptedTask, Attempt, Cost, DeadLetter, ErrorInfo, Result, Status
+from batchbus.shared.models import AcceptedTask, Attempt, Cost, ErrorInfo, Result, Status
 from batchbus.shared.pricing import PriceTable
-from batchbus.shared.publishing import publish, publish_result
+from batchbus.shared.publishing import publish_dead_letter, publish_result
+from batchbus.shared.runtime import kept_alive, readable, serve_each
 
 log = logging.getLogger("batchbus.notifier")
 
@@ -40,6 +40,7 @@ T = TypeVar("T")
 # for the batch endpoints, whose calls return quickly.
 CALL_TIMEOUT_SECONDS = 600.0
 SHUTDOWN_GRACE_SECONDS = 10.0  # calls under way may finish when the service stops
+RETRY_DELAY_SECONDS = 5.0  # before a task whose handling failed is handled again
 NO_BATCH = ""  # Attempt.batch_id of a real-time attempt
 
 
@@ -82,14 +83,7 @@ def classify_failure(exc: anthropic.APIError | UnexpectedReply) -> CallFailure:
                else "server_error" if status >= 500 else "client_error")
     kind = exc.type or ("api_error" if status >= 500 else "invalid_request_error")
     return CallFailure(transient, outcome, ErrorInfo(type=kind, message=exc.api_message or
-                                                     f"HTTP {status}"), _retry_after(exc))
-
-
-def _retry_after(exc: anthropic.APIStatusError) -> float | None:
-    try:
-        return max(0.0, float(exc.response.headers.get("retry-after", "")))
-    except ValueError:
-        return None
+                                                     f"HTTP {status}"), retry_after(exc))
 
 
 def realtime_result(task: AcceptedTask, status: Status, attempts: int, prices: PriceTable,
@@ -123,44 +117,18 @@ class RealtimeCalls:
         self.accounting = accounting
 
     async def run(self) -> None:
-        """A service loop: at most NOTIFIER_REALTIME_CONCURRENCY tasks handled at once."""
-        running: set[asyncio.Task[None]] = set()
-        try:
-            async with consumer.pull(self.js, subjects.REALTIME_ALL,
-                                     subjects.DURABLE_NOTIFIER_REALTIME, subjects.STREAM_INTERNAL,
-                                     ConsumerConfig(ack_wait=self.settings.ack_wait_seconds,
-                                                    max_deliver=-1)) as psub:
-                while True:
-                    free = self.settings.realtime_concurrency - len(running)
-                    if free <= 0:
-                        await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                        continue
-                    for msg in await consumer.fetch(psub, free, timeout=1.0):
-                        work = asyncio.create_task(self.handle_safely(msg))
-                        running.add(work)
-                        work.add_done_callback(running.discard)
-        finally:
-            if running:
-                await asyncio.wait(running, timeout=SHUTDOWN_GRACE_SECONDS)
-            for work in list(running):
-                work.cancel()
-
-    async def handle_safely(self, msg: Msg) -> None:
-        try:
-            await self.handle(msg)
-        except Exception:
-            # Not acked: tried again later; the marker keeps a repeat from paying silently.
-            log.exception("real-time task at seq %s failed; retrying",
-                          msg.metadata.sequence.stream)
-            await msg.nak(delay=5.0)
+        """A service loop: at most NOTIFIER_REALTIME_CONCURRENCY tasks handled at once. A task
+        whose handling fails is tried again later; its marker keeps a repeat from paying
+        silently."""
+        async with consumer.pull(self.js, subjects.REALTIME_ALL,
+                                 subjects.DURABLE_NOTIFIER_REALTIME, subjects.STREAM_INTERNAL,
+                                 ConsumerConfig(ack_wait=self.settings.ack_wait_seconds,
+                                                max_deliver=-1)) as psub:
+            await serve_each(psub, self.handle, at_once=self.settings.realtime_concurrency,
+                             retry_delay=RETRY_DELAY_SECONDS, grace=SHUTDOWN_GRACE_SECONDS)
 
     async def handle(self, msg: Msg) -> None:
-        try:
-            task = AcceptedTask.model_validate_json(msg.data)
-        except ValidationError:
-            log.error("unreadable real-time task at seq %s; terminating it",
-                      msg.metadata.sequence.stream)
-            await msg.term()
+        if (task := await readable(msg, AcceptedTask, "real-time task")) is None:
             return
         key = subjects.task_key(task.tenant, task.task_id)
         marker, revision = await self._marker(key)
@@ -197,7 +165,8 @@ class RealtimeCalls:
             await msg.nak(delay=self.settings.ack_wait_seconds)
             return
         try:
-            message = await self._keep_alive(msg, self._call(task.params))
+            async with kept_alive(msg.in_progress, self.settings.ack_wait_seconds / 4):
+                message = await self._call(task.params)
         except (anthropic.APIError, UnexpectedReply) as exc:
             failure = classify_failure(exc)
             self.accounting.realtime_call(failure.outcome)
@@ -228,12 +197,7 @@ class RealtimeCalls:
                           message=last.message if last else "no attempt left")
         final = realtime_result(task, "errored", attempts, self.accounting.prices, error=error)
         if await self._finish(msg, task, final, key):
-            letter = DeadLetter(tenant=task.tenant, task_id=task.task_id, params=task.params,
-                                metadata=task.metadata, history=[*task.history, *history],
-                                result=final)
-            await publish(self.js, subjects.dead_letters(task.tenant), letter,
-                          subjects.STREAM_DEAD_LETTERS,
-                          subjects.result_msg_id(task.tenant, task.task_id))
+            await publish_dead_letter(self.js, task, [*task.history, *history], final)
             self.accounting.dead_letter()
 
     async def _finish(self, msg: Msg, task: AcceptedTask, final: Result, key: str) -> bool:
@@ -246,7 +210,8 @@ class RealtimeCalls:
             if self.budgets is not None:  # newly stored: a replay never settles twice
                 spent = spent_usd(self.accounting.prices, str(task.params.get("model")),
                                   (final.message or {}).get("usage"), realtime=True)
-                await self.budgets.settle_final(task.tenant, task.reservation, spent)
+                self.accounting.settlement(
+                    await self.budgets.settle_final(task.tenant, task.reservation, spent))
         await self.markers.put(key, CallMarker(
             state="done", attempt=final.attempts).model_dump_json().encode())
         await msg.ack()
@@ -258,18 +223,6 @@ class RealtimeCalls:
         if not isinstance(reply, dict):
             raise UnexpectedReply(f"the API answered with {type(reply).__name__}, not a message")
         return reply
-
-    async def _keep_alive(self, msg: Msg, work: Awaitable[T]) -> T:
-        """Awaits `work`, telling NATS now and then that the message is still being handled."""
-        future = asyncio.ensure_future(work)
-        try:
-            while True:
-                done, _ = await asyncio.wait({future}, timeout=self.settings.ack_wait_seconds / 4)
-                if done:
-                    return future.result()
-                await msg.in_progress()
-        finally:
-            future.cancel()
 
     async def _marker(self, key: str) -> tuple[CallMarker | None, int]:
         try:

@@ -1,11 +1,20 @@
 """Pure result handling: classify one result line and build the task's final Result."""
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pydantic_core import to_json
 
-from batchbus.shared.models import Attempt, ErrorInfo, ManifestEntry, Status, Usage
+from batchbus.shared.models import (
+    Attempt,
+    CostFields,
+    ErrorInfo,
+    ManifestEntry,
+    ResultFields,
+    Status,
+    Usage,
+    UsageFields,
+)
 from batchbus.shared.pricing import PriceTable, TokenCounts
 
 # Error types worth another attempt as they are; any other error is the request's own fault.
@@ -94,26 +103,29 @@ def usage_of(message: dict[str, Any]) -> tuple[Usage, TokenCounts]:
     return Usage(**usage_fields(tokens)), tokens
 
 
-def usage_fields(tokens: TokenCounts) -> dict[str, int]:
+def usage_fields(tokens: TokenCounts) -> UsageFields:
     return {"input_tokens": tokens.input, "output_tokens": tokens.output,
             "cache_creation_input_tokens": tokens.cache_write_5m + tokens.cache_write_1h,
             "cache_read_input_tokens": tokens.cache_read}
 
 
 def result_fields(entry: ManifestEntry, final: Final, batch_id: str,
-                  prices: PriceTable) -> dict[str, Any]:
+                  prices: PriceTable) -> ResultFields:
     """The task's final Result as its fields, in the model's order: `result_json` makes of
     them the bytes `Result.model_dump_json` would, without validating what we built."""
-    usage = cost = None
+    usage: UsageFields | None = None
+    cost: CostFields | None = None
     if final.message is not None:
         tokens = TokenCounts.from_usage(final.message.get("usage") or {})
-        usage, cost = usage_fields(tokens), prices.cost_fields(entry.model, tokens)
+        usage = usage_fields(tokens)
+        # cost_fields spells CostFields' keys (tests/unit/test_cost.py holds them together).
+        cost = cast("CostFields | None", prices.cost_fields(entry.model, tokens))
     return {"task_id": entry.task_id, "tenant": entry.tenant, "status": final.status,
             "message": final.message, "error": final.error, "usage": usage, "cost": cost,
             "batch_id": batch_id, "route": "batch", "attempts": entry.attempt,
             "metadata": entry.metadata}
 
 
-def result_json(fields: dict[str, Any]) -> bytes:
+def result_json(fields: ResultFields) -> bytes:
     """What a Result of these fields publishes; NaN and infinities as null, as a model's."""
     return to_json(fields, inf_nan_mode="null")

@@ -6,21 +6,20 @@ the `Batchbus-Webhook` header; any other result is acknowledged at once.
 """
 
 import asyncio
-import contextlib
 import logging
 
 import httpx2
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
-from pydantic import ValidationError
 
+from batchbus.services.notifier.metrics import NotifierMetrics
 from batchbus.services.notifier.results import retry_delay
 from batchbus.services.notifier.settings import NotifierSettings
 from batchbus.shared import consumer, subjects
-from batchbus.shared.metrics import Metrics
 from batchbus.shared.models import Result
 from batchbus.shared.publishing import publish
+from batchbus.shared.runtime import readable, serve_each
 from batchbus.shared.webhooks import (
     ATTEMPT_HEADER,
     DELIVERY_HEADER,
@@ -38,7 +37,7 @@ MAX_PENDING = 20_000  # results waiting out a back-off stay unacknowledged meanw
 
 class WebhookSender:
     def __init__(self, js: JetStreamContext, endpoints: Endpoints, settings: NotifierSettings,
-                 metrics: Metrics) -> None:
+                 metrics: NotifierMetrics) -> None:
         self.js = js
         self.endpoints = endpoints
         self.settings = settings
@@ -46,8 +45,6 @@ class WebhookSender:
 
     async def run(self) -> None:
         """The loop: fetches as many results as there are free POST slots."""
-        limit = self.settings.webhook_concurrency
-        inflight: set[asyncio.Task[None]] = set()
         # Redirects are not followed: an allowed endpoint must not lead to a host that is not.
         async with httpx2.AsyncClient(timeout=self.settings.webhook_timeout_seconds,
                                       follow_redirects=False,
@@ -56,44 +53,22 @@ class WebhookSender:
                               subjects.STREAM_RESULTS, ConsumerConfig(
                                   ack_wait=2 * self.settings.webhook_timeout_seconds + 30,
                                   max_deliver=-1, max_ack_pending=MAX_PENDING)) as psub:
-            try:
-                while True:
-                    free = limit - len(inflight)
-                    if free <= 0:
-                        await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
-                        continue
-                    for msg in await consumer.fetch(psub, free, timeout=1.0):
-                        name = (msg.headers or {}).get(subjects.WEBHOOK_HEADER)
-                        if not name:
-                            await msg.ack()
-                            continue
-                        task = asyncio.create_task(self.handle_safely(msg, name, http))
-                        inflight.add(task)
-                        task.add_done_callback(inflight.discard)
-            finally:
-                for task in list(inflight):
-                    task.cancel()  # unacknowledged: redelivered after ack_wait
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.gather(*inflight, return_exceptions=True)
 
-    async def handle_safely(self, msg: Msg, name: str, http: httpx2.AsyncClient) -> None:
-        try:
-            await self.handle(msg, name, http)
-        except Exception:
-            log.exception("webhook delivery of stream seq %s failed; retrying",
-                          msg.metadata.sequence.stream)
-            with contextlib.suppress(Exception):  # without NATS, ack_wait redelivers it anyway
-                await msg.nak(delay=self.settings.webhook_retry_delay_seconds)
+            async def one(msg: Msg) -> None:
+                name = (msg.headers or {}).get(subjects.WEBHOOK_HEADER)
+                if name:
+                    await self.handle(msg, name, http)
+                else:  # not meant for a webhook
+                    await msg.ack()
+
+            # Without NATS, a failed nak is left to ack_wait, which redelivers it anyway.
+            await serve_each(psub, one, at_once=self.settings.webhook_concurrency,
+                             retry_delay=self.settings.webhook_retry_delay_seconds)
 
     async def handle(self, msg: Msg, name: str, http: httpx2.AsyncClient) -> None:
         """One attempt for one result: ack on 2xx, a delayed nak before the last attempt,
         then the failure record."""
-        try:
-            result = Result.model_validate_json(msg.data)
-        except ValidationError:
-            log.error("unreadable result at stream seq %s; not delivered",
-                      msg.metadata.sequence.stream)
-            await msg.term()
+        if (result := await readable(msg, Result, "result for a webhook")) is None:
             return
         attempt = msg.metadata.num_delivered or 1
         delivery_id = (msg.headers or {}).get(subjects.MSG_ID) or str(msg.metadata.sequence.stream)

@@ -1,22 +1,22 @@
-"""The poller service: `python -m batchbus.services.poller`, or
-`faststream run --factory batchbus.services.poller.app:build`."""
+"""The poller service: `python -m batchbus.services.poller` (`main`)."""
 
 from faststream.asgi import AsgiFastStream
 from nats.js import JetStreamContext
 
+from batchbus.services.poller.lease import Lease
+from batchbus.services.poller.metrics import PollerMetrics
 from batchbus.services.poller.settings import PollerSettings
 from batchbus.services.poller.tracker import Tracker
 from batchbus.shared import streams, subjects
 from batchbus.shared.anthropic_client import ApiReachable, make_client
 from batchbus.shared.app import Loop, Readiness, make_app, run
 from batchbus.shared.broker import make_broker
-from batchbus.shared.lease import Lease
 
 
 def build(settings: PollerSettings | None = None) -> AsgiFastStream:
     settings = settings or PollerSettings()
     readiness = Readiness()
-    broker, metrics = make_broker("poller", settings.nats)
+    broker, metrics = make_broker("poller", settings.nats), PollerMetrics()
 
     async def setup(js: JetStreamContext) -> dict[str, Loop]:
         lease = Lease(await streams.leases_bucket(js, settings.nats), subjects.LEASE_POLLER,

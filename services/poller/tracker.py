@@ -13,23 +13,23 @@ from anthropic import AsyncAnthropic
 from anthropic.types.messages import MessageBatch
 from nats.js import JetStreamContext
 
+from batchbus.services.poller.lease import Lease
+from batchbus.services.poller.metrics import PollerMetrics
 from batchbus.services.poller.polling import Completions, PollPolicy, Schedule
 from batchbus.services.poller.settings import PollerSettings
 from batchbus.shared import subjects
-from batchbus.shared.lease import Lease
-from batchbus.shared.metrics import Metrics
+from batchbus.shared.anthropic_client import REQUEST_COUNTS, request_counts
 from batchbus.shared.models import BatchEnded, BatchEvent, BatchRecord, BatchState
 from batchbus.shared.publishing import publish, publish_event
 from batchbus.shared.records import BatchRecords
 
 log = logging.getLogger("batchbus.poller")
 
-COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
 
 
 class Tracker:
     def __init__(self, js: JetStreamContext, client: AsyncAnthropic, records: BatchRecords,
-                 lease: Lease, settings: PollerSettings, metrics: Metrics) -> None:
+                 lease: Lease, settings: PollerSettings, metrics: PollerMetrics) -> None:
         self.js = js
         self.client = client
         self.records = records
@@ -80,7 +80,7 @@ class Tracker:
         if batch.processing_status == "ended":
             await self.ended(record, batch)
             return
-        if self.counts.get(batch.id) != (counts := _counts(batch)):
+        if self.counts.get(batch.id) != (counts := request_counts(batch)):
             self.counts[batch.id] = counts
             await publish_event(self.js, _event(batch, "progress"), record.tenants,
                                 _digest(counts))
@@ -97,7 +97,7 @@ class Tracker:
             self.completions.add(took)
             self.metrics.batch_duration.observe(took)
         self.counts.pop(batch.id, None)
-        log.info("batch %s ended: %s", batch.id, _counts(batch))
+        log.info("batch %s ended: %s", batch.id, request_counts(batch))
 
     def _observe(self, live: list[BatchRecord], tracked: list[BatchRecord]) -> None:
         self.metrics.batches_in_flight.set(len(tracked))
@@ -128,15 +128,11 @@ class Tracker:
             if r.state == "submitted" else None)
 
 
-def _counts(batch: MessageBatch) -> dict[str, int]:
-    return {name: int(getattr(batch.request_counts, name)) for name in COUNTS}
-
-
 def _event(batch: MessageBatch, kind: Literal["progress", "ended"]) -> BatchEvent:
     return BatchEvent(batch_id=batch.id, event=kind, processing_status=batch.processing_status,
-                      request_counts=_counts(batch), created_at=batch.created_at,
+                      request_counts=request_counts(batch), created_at=batch.created_at,
                       ended_at=batch.ended_at)
 
 
 def _digest(counts: dict[str, int]) -> str:
-    return "-".join(str(counts[k]) for k in COUNTS)
+    return "-".join(str(counts[k]) for k in REQUEST_COUNTS)

@@ -1,4 +1,4 @@
-"""Admin endpoints (`/_emulator/...`), the in-process runner, and `python -m emulator`."""
+"""Admin endpoints (`/_emulator/...`), the in-process runner, and `python -m batchbus.emulator`."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def test_run_emulator_context_manager() -> None:
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Iterator[tuple[str, float, str]]:
-    """`python -m emulator` on port 0 with flags, env vars and a config file; yields its URL."""
+    """`python -m batchbus.emulator` on port 0 with flags, env vars and a config file; yields its URL."""
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"counts_mode": "incremental", "api_keys": ["cli-key"]}))
     env = {**os.environ, "EMULATOR_PORT": "0", "EMULATOR_PROCESSING_SECONDS": "0.7"}

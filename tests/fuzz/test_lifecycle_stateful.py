@@ -34,22 +34,22 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
-from prometheus_client import CollectorRegistry
 
 from batchbus.emulator.config import EmulatorConfig
 from batchbus.emulator.server import EmulatorHandle, start_emulator
 from batchbus.launcher.nats_server import NatsServer, start_nats
 from batchbus.services.batcher.batching import custom_id
 from batchbus.services.batcher.collector import Collector
+from batchbus.services.batcher.metrics import BatcherMetrics
 from batchbus.services.batcher.settings import BatcherSettings
 from batchbus.services.batcher.submission import Submitter
 from batchbus.services.notifier.accounting import Accounting
 from batchbus.services.notifier.delivery import Delivery
+from batchbus.services.notifier.metrics import NotifierMetrics
 from batchbus.services.notifier.settings import NotifierSettings
 from batchbus.shared import consumer, streams, subjects
 from batchbus.shared.anthropic_client import make_client
 from batchbus.shared.cancels import Cancels
-from batchbus.shared.metrics import Metrics
 from batchbus.shared.models import AcceptedTask, BatchEnded
 from batchbus.shared.pricing import default_prices
 from batchbus.shared.publishing import publish_accepted
@@ -134,12 +134,12 @@ class Lifecycle(RuleBasedStateMachine):
         self.client = make_client(anthropic, max_retries=0)
         self.delivery = Delivery(self.js, make_client(anthropic), self.records, self.cancels,
                                  self.notifier_settings,
-                                 Accounting(Metrics(CollectorRegistry()), default_prices()))
+                                 Accounting(NotifierMetrics(), default_prices()))
         await self._start_batcher()
 
     async def _start_batcher(self) -> None:
         """A new batcher run: recovery first, as Collector.run does, then the consumer."""
-        metrics = Metrics(CollectorRegistry())
+        metrics = BatcherMetrics()
         submitter = Submitter(self.client, self.records, self.batch_ids, metrics,
                               self.batcher_settings.doubt_settle_seconds,
                               self.batcher_settings.anthropic.timeout_seconds,
@@ -274,7 +274,7 @@ class Lifecycle(RuleBasedStateMachine):
 
     async def _deliver_results(self) -> None:
         for ended in await self._ended():
-            await self.delivery.deliver(ended, _nothing)
+            await self.delivery.deliver(ended)
 
     @rule()
     def two_notifiers_race(self) -> None:
@@ -283,8 +283,8 @@ class Lifecycle(RuleBasedStateMachine):
 
     async def _race(self) -> None:
         for ended in (await self._ended())[:1]:
-            await asyncio.gather(self.delivery.deliver(ended, _nothing),
-                                 self.delivery.deliver(ended, _nothing))
+            await asyncio.gather(self.delivery.deliver(ended),
+                                 self.delivery.deliver(ended))
 
     @rule(stop_after=st.integers(0, 3))
     def notifier_dies_mid_delivery(self, stop_after: int) -> None:
@@ -294,7 +294,7 @@ class Lifecycle(RuleBasedStateMachine):
     async def _interrupted_delivery(self, stop_after: int) -> None:
         for ended in (await self._ended())[:1]:
             before = await self._results()
-            work = asyncio.create_task(self.delivery.deliver(ended, _nothing))
+            work = asyncio.create_task(self.delivery.deliver(ended))
             await until(lambda b=before, w=work: self._more_results(b, stop_after, w), 5.0)
             work.cancel()
             await asyncio.gather(work, return_exceptions=True)
@@ -355,10 +355,6 @@ async def _comes_back(nc: Client, held: list[Msg]) -> None:
     for msg in held:
         await nc.publish(msg.reply, b"-NAK")
     await nc.flush()
-
-
-async def _nothing() -> None:
-    return None
 
 
 async def _now(value: bool) -> bool:

@@ -10,16 +10,15 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import Header, PubAck
 from nats.js.errors import APIError, NoStreamResponseError
-from prometheus_client import CollectorRegistry
 
 from batchbus.launcher.nats_server import NatsServer
 from batchbus.services.intake.handlers import WRONG_LAST_SEQUENCE, TaskIntake
+from batchbus.services.intake.metrics import IntakeMetrics
 from batchbus.services.intake.routing import BatchHistory, Router
 from batchbus.services.intake.settings import IntakeSettings
 from batchbus.services.intake.validation import Limits
 from batchbus.shared import streams, subjects
 from batchbus.shared.cancels import Cancels
-from batchbus.shared.metrics import Metrics
 from batchbus.shared.models import Result
 from batchbus.shared.publishing import PubAcks, Raw, result_message
 from batchbus.shared.settings import NatsSettings
@@ -69,7 +68,7 @@ async def test_a_batch_claims_each_id_once(nats_server: NatsServer, tenant: str)
     try:
         js, settings = nc.jetstream(), NatsSettings(url=nats_server.url)
         await streams.ensure_streams(js, settings)
-        metrics = Metrics(CollectorRegistry())
+        metrics = IntakeMetrics()
         intake = TaskIntake(
             js, await streams.task_ids_bucket(js, settings),
             Cancels(await streams.cancels_bucket(js, settings)),

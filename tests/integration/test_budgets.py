@@ -13,22 +13,22 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
-from prometheus_client import CollectorRegistry
 
 from batchbus.client import BatchbusClient
 from batchbus.launcher.nats_server import NatsServer
 from batchbus.launcher.services import Pipeline
+from batchbus.services.intake.budgets import BudgetGate, Refusal, worst_case_usd
 from batchbus.services.intake.handlers import TaskIntake
+from batchbus.services.intake.metrics import IntakeMetrics
 from batchbus.services.intake.routing import BatchHistory, Router
 from batchbus.services.intake.settings import IntakeSettings
 from batchbus.services.intake.validation import Limits
 from batchbus.shared import streams, subjects
-from batchbus.shared.budgets import BudgetGate, Budgets, Refusal, usd, worst_case_usd
-from batchbus.shared.cancels import Cancels, publish_canceled
-from batchbus.shared.metrics import Metrics
+from batchbus.shared.budgets import Budgets, usd
+from batchbus.shared.cancels import Cancels
 from batchbus.shared.models import ErrorInfo, Reservation, Result
 from batchbus.shared.pricing import default_prices
-from batchbus.shared.publishing import publish_result
+from batchbus.shared.publishing import publish_canceled, publish_result
 from batchbus.shared.settings import NatsSettings
 from tests.integration.helpers import gather_results, stored_count, ticket
 
@@ -166,14 +166,13 @@ async def test_replicas_reserving_at_once_never_lose_an_update(nats_server: Nats
     today, cent = date(2026, 1, 2), Decimal("0.01")
     try:
         held = await asyncio.gather(*(
-            (one if i % 2 else two).hold(tenant, f"task-{i}", today, cent, Decimal("0.30"),
-                                         redelivered=False) for i in range(50)))
-        assert sum(isinstance(h, Reservation) for h in held) == 30
-        refusals = [h for h in held if isinstance(h, Refusal)]
-        assert {r.reason for r in refusals} == {"over_budget"}
+            (one if i % 2 else two).reserve(tenant, f"task-{i}", today, cent, Decimal("0.30"),
+                                            redelivered=False) for i in range(50)))
+        reservations = [h.reservation for h in held if h.reservation is not None]
+        assert len(reservations) == 30 and all(h.new for h in held if h.reservation)
+        assert all(h.total <= Decimal("0.30") for h in held)
         assert await one.total(tenant, today) == Decimal("0.30")
         # Settling from both replicas at once: each real cost lands exactly once.
-        reservations = [h for h in held if isinstance(h, Reservation)]
         await asyncio.gather(*((one if i % 2 else two).settle(tenant, r, Decimal("0.0033"))
                                for i, r in enumerate(reservations)))
         assert await two.total(tenant, today) == Decimal("0.099")
@@ -188,12 +187,13 @@ async def test_a_task_is_reserved_once_however_often_it_is_delivered(
     today, amount, budget = date(2026, 1, 3), Decimal("0.25"), Decimal(1)
     try:
         # Two deliveries racing (an ack wait ran out): one reservation survives.
-        both = await asyncio.gather(one.hold(tenant, "t", today, amount, budget, False),
-                                    two.hold(tenant, "t", today, amount, budget, False))
-        assert both[0] == both[1] == Reservation(day=today, usd=amount)
+        both = await asyncio.gather(one.reserve(tenant, "t", today, amount, budget, False),
+                                    two.reserve(tenant, "t", today, amount, budget, False))
+        assert both[0].reservation == both[1].reservation == Reservation(day=today, usd=amount)
+        assert sorted(h.new for h in both) == [False, True]  # counted once
         # A redelivery after a crash finds the reservation instead of making another.
-        again = await one.hold(tenant, "t", today, amount, budget, redelivered=True)
-        assert again == both[0]
+        again = await one.reserve(tenant, "t", today, amount, budget, redelivered=True)
+        assert again.reservation == both[0].reservation and not again.new
         assert await two.total(tenant, today) == amount
     finally:
         await nc1.close()
@@ -227,7 +227,7 @@ async def test_a_refused_task_back_after_a_crash_is_not_judged_again(
         intake = TaskIntake(
             js, task_ids, Cancels(await streams.cancels_bucket(js, settings)),
             Limits(allowed_models=None, max_tokens=1000, max_task_bytes=1 << 16),
-            Metrics(CollectorRegistry()), Router(BatchHistory(), IntakeSettings().route_policy()),
+            IntakeMetrics(), Router(BatchHistory(), IntakeSettings().route_policy()),
             BudgetGate(budgets, {tenant: Decimal(100)}, PRICES))
         seq, task_id = 10**9 + uuid.uuid4().int % 10**6, "ticket-00001"
         await task_ids.create(subjects.task_key(tenant, task_id), str(seq).encode())
@@ -256,9 +256,10 @@ async def test_a_task_canceled_while_waiting_releases_its_reservation_once(
     try:
         js = nc.jetstream()
         await streams.ensure_streams(js, NatsSettings(url=nats_server.url))
-        waiting = await budgets.hold(tenant, "waiting", today, Decimal("0.4"), budget, False)
-        other = await budgets.hold(tenant, "other", today, Decimal("0.3"), budget, False)
-        assert isinstance(waiting, Reservation) and isinstance(other, Reservation)
+        waiting = (await budgets.reserve(tenant, "waiting", today, Decimal("0.4"), budget,
+                                         False)).reservation
+        other = await budgets.reserve(tenant, "other", today, Decimal("0.3"), budget, False)
+        assert waiting is not None and other.reservation is not None
         # As the batcher cancels a task it holds: the result, then the release.
         assert await publish_canceled(js, tenant, "waiting", {}, 0, reservation=waiting)
         assert await budgets.total(tenant, today) == Decimal("0.3")

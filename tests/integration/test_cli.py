@@ -1,6 +1,7 @@
 """`batchbus` end to end against real NATS, the four services and the emulator."""
 
 import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -295,17 +296,30 @@ def test_up_runs_the_stack_until_interrupted_and_leaves_nothing(
                 return await client.submit(ticket(1))
 
         assert asyncio.run(asyncio.wait_for(one(), 60)).status == "succeeded"
-        process.send_signal(signal.SIGINT)
-        # Each part's stop is bounded (terminate, then kill after 20 s): 150 s covers all six.
-        try:
-            code = process.wait(timeout=150)
-        except subprocess.TimeoutExpired:
-            still = [(pid, Path(f"/proc/{pid}/cmdline").read_bytes()[:100])
-                     for pid in processes_with(marker)]
-            raise AssertionError(f"`batchbus up` did not stop; still running: {still}") from None
-        assert code == 0
-        assert processes_with(marker) == []
+        interrupt_up(process, marker)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        kill_up(process, marker)
+
+
+def interrupt_up(process: subprocess.Popen[str], marker: str) -> None:
+    """Ctrl-C to `batchbus up`: it exits 0 and leaves none of its children running."""
+    process.send_signal(signal.SIGINT)
+    # Each part's stop is bounded (terminate, then kill after 20 s): 150 s covers all six.
+    try:
+        code = process.wait(timeout=150)
+    except subprocess.TimeoutExpired:
+        still = [(pid, Path(f"/proc/{pid}/cmdline").read_bytes()[:100])
+                 for pid in processes_with(marker)]
+        raise AssertionError(f"`batchbus up` did not stop; still running: {still}") from None
+    assert code == 0
+    assert processes_with(marker) == []
+
+
+def kill_up(process: subprocess.Popen[str], marker: str) -> None:
+    """After a failure: `batchbus up` and whatever it started are killed."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    for pid in processes_with(marker):  # a child of a killed `batchbus up`
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -26,6 +26,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from batchbus.client import BatchbusClient
 from batchbus.launcher.nats_server import NatsServer
 from batchbus.launcher.services import SERVICES, Pipeline, free_port
+from batchbus.services.batcher.metrics import BatcherMetrics
+from batchbus.services.intake.metrics import IntakeMetrics
+from batchbus.services.notifier.metrics import NotifierMetrics
+from batchbus.services.poller.metrics import PollerMetrics
 from batchbus.shared.app import Readiness
 from batchbus.shared.models import Result
 from tests.integration.helpers import MODEL, gather_results, ticket
@@ -40,6 +44,8 @@ from tests.unit.test_monitoring_files import (
 
 T = TypeVar("T")
 TASKS = 200
+METRICS_OF = {"intake": IntakeMetrics, "batcher": BatcherMetrics, "poller": PollerMetrics,
+              "notifier": NotifierMetrics}
 # As the `tenant` fixture, which is per test; a budget makes intake reserve and the notifier
 # settle, so the budget panels have data.
 TENANT = "mon" + uuid.uuid4().hex[:12]
@@ -254,6 +260,23 @@ def test_no_label_has_a_value_per_task_or_per_batch(pipeline: Pipeline, run: Run
                     values[sample.name, label].add(value)
         wide = {key: len(v) for key, v in values.items() if len(v) > MAX_LABEL_VALUES}
         assert wide == {}, f"{name}: labels with many values"
+
+
+@pytest.mark.nats
+def test_each_service_exposes_only_its_own_series(pipeline: Pipeline, run: Run) -> None:
+    """batchbus_* series of a service are those its metrics class declares (no other service's
+    stuck at zero); besides them only the process and runtime series."""
+    for name, service in pipeline.services.items():
+        own = {family.name for family in METRICS_OF[name]().registry.collect()
+               if family.name.startswith("batchbus_")}
+        with urllib.request.urlopen(service.metrics_url, timeout=5) as response:
+            exposed = {f.name for f in text_string_to_metric_families(response.read().decode())}
+        # The text format's `<name>_created` samples read back as families of their own.
+        ours = {n.removesuffix("_created") if n.removesuffix("_created") in own else n
+                for n in exposed if n.startswith("batchbus_")}
+        assert ours == own, name
+        others = {n for n in exposed if not n.startswith("batchbus_")}
+        assert others and all(n.startswith(("process_", "python_")) for n in others), others
 
 
 @pytest.mark.nats

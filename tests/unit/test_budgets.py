@@ -5,15 +5,14 @@ from decimal import Decimal
 
 import pytest
 
-from batchbus.shared.budgets import (
+from batchbus.services.intake.budgets import (
     API_OVERHEAD_TOKENS,
     DOCUMENT_TOKENS,
     IMAGE_TOKENS,
     parse_budgets,
-    spent_usd,
-    usd,
     worst_case_usd,
 )
+from batchbus.shared.budgets import spent_usd, usd
 from batchbus.shared.pricing import MTOK, default_prices
 
 PRICES = default_prices()

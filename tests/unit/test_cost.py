@@ -3,7 +3,9 @@
 from decimal import Decimal
 
 import pytest
+from pydantic import TypeAdapter
 
+from batchbus.shared.models import CostFields
 from batchbus.shared.pricing import TokenCounts, default_prices
 
 
@@ -49,3 +51,10 @@ def test_dated_ids_resolve_and_unknown_models_get_no_price() -> None:
     assert prices.cost("claude-haiku-4-5-20251001", tokens) == prices.cost("claude-haiku-4-5",
                                                                             tokens)
     assert prices.cost("claude-imaginary-9", tokens) is None
+
+
+def test_cost_fields_are_a_costs_fields() -> None:
+    # The notifier publishes cost_fields' dict as a Result's `cost`, typed as CostFields.
+    fields = default_prices().cost_fields("claude-sonnet-4-5", TokenCounts(input=10, output=1))
+    assert fields is not None and list(fields) == list(CostFields.__annotations__)
+    assert TypeAdapter(CostFields).validate_python(fields, strict=True) == fields

@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from batchbus.shared.broker import make_broker
-from batchbus.shared.settings import NatsSettings
+from batchbus.services.batcher.metrics import BatcherMetrics
+from batchbus.services.intake.metrics import IntakeMetrics
+from batchbus.services.notifier.metrics import NotifierMetrics
+from batchbus.services.poller.metrics import PollerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "monitoring"
@@ -113,13 +115,14 @@ def grouping_labels(expr: str) -> set[str]:
             for label in clause.split(",") if label.strip()}
 
 
+SERVICE_METRICS = (IntakeMetrics, BatcherMetrics, PollerMetrics, NotifierMetrics)
+
 @cache
 def exposed_names() -> frozenset[str]:
-    """Every series name a service can expose: batchbus_* plus the faststream middleware's."""
-    _, metrics = make_broker("any", NatsSettings())  # registers faststream_* at construction
-    registry = metrics.registry
+    """Every batchbus_* series name one of the four services can expose."""
     suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_sum", "_count"]}
-    return frozenset(family.name + suffix for family in registry.collect()
+    return frozenset(family.name + suffix for metrics in SERVICE_METRICS
+                     for family in metrics().registry.collect()
                      for suffix in suffixes[family.type])
 
 

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from batchbus.services.notifier.accounting import Accounting
 from batchbus.services.notifier.delivery import result_raw
+from batchbus.services.notifier.metrics import NotifierMetrics
 from batchbus.services.notifier.results import (
     Final,
     canceled,
@@ -18,7 +19,6 @@ from batchbus.services.notifier.results import (
     result_fields,
 )
 from batchbus.shared import subjects
-from batchbus.shared.metrics import Metrics
 from batchbus.shared.models import ErrorInfo, ManifestEntry, Reservation, Result
 from batchbus.shared.pricing import default_prices
 from batchbus.shared.publishing import result_message
@@ -73,8 +73,8 @@ def test_a_window_counts_what_each_result_would() -> None:
               for model in ("claude-sonnet-4-5", "claude-haiku-5-5", "claude-imaginary-9")
               for outcome in OUTCOMES]
     by_window, by_result = CollectorRegistry(), CollectorRegistry()
-    Accounting(Metrics(by_window), prices).results(finals)
-    one_by_one = Accounting(Metrics(by_result), prices)
+    Accounting(NotifierMetrics(by_window), prices).results(finals)
+    one_by_one = Accounting(NotifierMetrics(by_result), prices)
     for fields, task in finals:
         one_by_one.final(Result.model_validate(fields), task.model, task.published_at)
     assert samples(by_window) == samples(by_result)

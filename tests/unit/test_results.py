@@ -1,8 +1,11 @@
 """Classifying result lines and building final results."""
 
 from datetime import UTC, datetime
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import pytest
+from pydantic import BaseModel, TypeAdapter
 
 from batchbus.services.notifier.results import (
     Final,
@@ -13,7 +16,16 @@ from batchbus.services.notifier.results import (
     result_fields,
     retry_delay,
 )
-from batchbus.shared.models import ManifestEntry, Result
+from batchbus.shared.models import (
+    Cost,
+    CostFields,
+    ErrorInfo,
+    ManifestEntry,
+    Result,
+    ResultFields,
+    Usage,
+    UsageFields,
+)
 from batchbus.shared.pricing import default_prices
 
 
@@ -72,3 +84,42 @@ def test_a_final_result_echoes_the_task_and_prices_the_usage() -> None:
     assert result.cost is not None
     assert (result.cost.realtime_usd, result.cost.batch_usd) == (0.0045, 0.00225)
     assert result.error is None and result.route == "batch"
+
+
+# The notifier's per-result dicts and the models whose JSON they publish.
+AS_DICT: dict[Any, Any] = {Usage: UsageFields, Cost: CostFields}
+
+
+def as_dict(annotation: Any) -> Any:
+    """A model field's annotation with its nested models as their dicts' shapes."""
+    if get_origin(annotation) in (Union, UnionType):
+        return Union[tuple(as_dict(a) for a in get_args(annotation))]  # noqa: UP007
+    return AS_DICT.get(annotation, annotation)
+
+
+@pytest.mark.parametrize("model, fields", [(Result, ResultFields), *AS_DICT.items()])
+def test_the_fields_mirror_their_model(model: type[BaseModel], fields: Any) -> None:
+    hints = get_type_hints(fields)
+    assert list(hints) == list(model.model_fields)  # the JSON's keys, in its order
+    assert hints == {name: as_dict(f.annotation) for name, f in model.model_fields.items()}
+    assert fields.__required_keys__ == set(hints)  # the fast path sets every one
+
+
+@pytest.mark.parametrize("line", [
+    {"type": "succeeded", "message": {"usage": {"input_tokens": 5, "output_tokens": 2}}},
+    {"type": "succeeded", "message": {"id": "msg_1"}},  # no usage
+    errored("invalid_request_error"),
+    {"type": "canceled"},
+])
+@pytest.mark.parametrize("model", ["claude-sonnet-4-5", "claude-imaginary-9"])
+def test_result_fields_hold_their_declared_types(line: dict[str, Any], model: str) -> None:
+    entry = ManifestEntry(custom_id="c", tenant="acme", task_id="t1", attempt=1, model=model,
+                          metadata={}, published_at=datetime.now(UTC), accepted_seq=1)
+    outcome = classify(line, 1, 3)
+    assert isinstance(outcome, Final)
+    fields = result_fields(entry, outcome, "b", default_prices())
+    # Strict: an int where a float is declared, or a dict for the ErrorInfo, fails.
+    assert TypeAdapter(ResultFields).validate_python(fields, strict=True) == fields
+    priced = outcome.message is not None and model != "claude-imaginary-9"
+    assert (fields["cost"] is not None) == priced
+    assert fields["error"] is None or isinstance(fields["error"], ErrorInfo)
