@@ -11,7 +11,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, NamedTuple
 
-from batchbus.shared.models import Cost
+from batchbus.shared.models import Cost, CostFields
 
 MTOK = Decimal(1_000_000)
 
@@ -61,7 +61,7 @@ class PriceTable:
         fields = self.cost_fields(model, tokens)
         return None if fields is None else Cost(**fields)
 
-    def cost_fields(self, model: str, tokens: TokenCounts) -> dict[str, float] | None:
+    def cost_fields(self, model: str, tokens: TokenCounts) -> CostFields | None:
         """`cost`'s fields, as a result's JSON carries them (the notifier builds no Cost)."""
         realtime = self.realtime_usd(model, tokens)
         if realtime is None:

@@ -1,7 +1,7 @@
 """Pure result handling: classify one result line and build the task's final Result."""
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from pydantic_core import to_json
 
@@ -117,9 +117,7 @@ def result_fields(entry: ManifestEntry, final: Final, batch_id: str,
     cost: CostFields | None = None
     if final.message is not None:
         tokens = TokenCounts.from_usage(final.message.get("usage") or {})
-        usage = usage_fields(tokens)
-        # cost_fields spells CostFields' keys (tests/unit/test_cost.py holds them together).
-        cost = cast("CostFields | None", prices.cost_fields(entry.model, tokens))
+        usage, cost = usage_fields(tokens), prices.cost_fields(entry.model, tokens)
     return {"task_id": entry.task_id, "tenant": entry.tenant, "status": final.status,
             "message": final.message, "error": final.error, "usage": usage, "cost": cost,
             "batch_id": batch_id, "route": "batch", "attempts": entry.attempt,
