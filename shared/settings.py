@@ -1,6 +1,8 @@
 """Settings every service shares, read from the environment (composed, never inherited)."""
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from typing import TypeVar
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -48,3 +50,51 @@ class HttpSettings(BaseSettings):
 
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("METRICS_HOST"))
     port: int | None = Field(None, validation_alias=AliasChoices("METRICS_PORT"))
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load(cls: type[S]) -> S:
+    """`cls()` from the environment. A bad value stops the service with one line a problem,
+    naming the variable to fix (a traceback would name pydantic's field instead)."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        raise SystemExit("\n".join(f"error: {p}" for p in problems(cls, exc))) from None
+
+
+def problems(cls: type[BaseSettings], exc: ValidationError) -> list[str]:
+    """Each error of `exc` as `VARIABLE: what is wrong` (the value is never repeated: it may
+    be a secret)."""
+    model = _nested(cls).get(exc.title, cls)
+    found = []
+    for error in exc.errors(include_url=False, include_input=False):
+        # A field's name, an alias (the variable already), or none: the whole model's.
+        field = str(error["loc"][0]) if error["loc"] else None
+        if field in model.model_fields:
+            field = variable(model, field)
+        found.append(f"{field}: {error['msg']}" if field else error["msg"])
+    return found
+
+
+def variable(model: type[BaseSettings], field: str) -> str:
+    """The environment variable a settings field is read from."""
+    alias = model.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    if isinstance(alias, str):
+        return alias
+    return (str(model.model_config.get("env_prefix", "")) + field).upper()
+
+
+def _nested(cls: type[BaseSettings]) -> dict[str, type[BaseSettings]]:
+    """The settings classes composed into `cls` (NatsSettings...), by name: their errors
+    come from their own validation, titled with their own name."""
+    found: dict[str, type[BaseSettings]] = {}
+    for info in cls.model_fields.values():
+        kind = info.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseSettings):
+            found[kind.__name__] = kind
+            found |= _nested(kind)
+    return found

@@ -12,6 +12,7 @@ from batchbus.shared.anthropic_client import ApiReachable, make_client
 from batchbus.shared.app import Loop, Readiness, make_app, run
 from batchbus.shared.broker import make_broker
 from batchbus.shared.cancels import Cancels
+from batchbus.shared.settings import load
 
 
 def build(settings: BatcherSettings | None = None) -> AsgiFastStream:
@@ -40,5 +41,5 @@ def build(settings: BatcherSettings | None = None) -> AsgiFastStream:
 
 def main() -> None:
     """`python -m batchbus.services.batcher`: reads the environment, serves until stopped."""
-    settings = BatcherSettings()
+    settings = load(BatcherSettings)
     run(build(settings), settings.http, default_port=9102)

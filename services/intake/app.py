@@ -21,6 +21,7 @@ from batchbus.shared.budgets import Budgets
 from batchbus.shared.cancels import Cancels
 from batchbus.shared.pricing import default_prices
 from batchbus.shared.runtime import BatchHandler, serve_batches
+from batchbus.shared.settings import load
 from batchbus.shared.webhooks import Endpoints
 
 HANDLING = 2  # fetched batches handled at once: one's CPU work overlaps another's round trips
@@ -73,5 +74,5 @@ async def consume(js: JetStreamContext, subject: str, durable: str, stream: str,
 
 def main() -> None:
     """`python -m batchbus.services.intake`: reads the environment, serves until stopped."""
-    settings = IntakeSettings()
+    settings = load(IntakeSettings)
     run(build(settings), settings.http, default_port=9101)

@@ -22,6 +22,7 @@ from batchbus.shared.cancels import Cancels
 from batchbus.shared.models import BatchEnded
 from batchbus.shared.pricing import default_prices
 from batchbus.shared.runtime import kept_alive, readable, serve_each
+from batchbus.shared.settings import load
 
 log = logging.getLogger("batchbus.notifier")
 
@@ -76,5 +77,5 @@ def build(settings: NotifierSettings | None = None) -> AsgiFastStream:
 
 def main() -> None:
     """`python -m batchbus.services.notifier`: reads the environment, serves until stopped."""
-    settings = NotifierSettings()
+    settings = load(NotifierSettings)
     run(build(settings), settings.http, default_port=9104)

@@ -11,6 +11,7 @@ from batchbus.shared import streams, subjects
 from batchbus.shared.anthropic_client import ApiReachable, make_client
 from batchbus.shared.app import Loop, Readiness, make_app, run
 from batchbus.shared.broker import make_broker
+from batchbus.shared.settings import load
 
 
 def build(settings: PollerSettings | None = None) -> AsgiFastStream:
@@ -34,5 +35,5 @@ def build(settings: PollerSettings | None = None) -> AsgiFastStream:
 
 def main() -> None:
     """`python -m batchbus.services.poller`: reads the environment, serves until stopped."""
-    settings = PollerSettings()
+    settings = load(PollerSettings)
     run(build(settings), settings.http, default_port=9103)
