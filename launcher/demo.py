@@ -8,6 +8,7 @@ support tickets; follows them to their final results; prints a summary; stops ev
 import asyncio
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -129,6 +130,7 @@ async def run() -> int:
     started = time.monotonic()
     stack: list[NatsServer | EmulatorProcess | Pipeline] = []
     workdir = Path(tempfile.mkdtemp(prefix="batchbus-demo-"))
+    finished = False
     try:
         url = os.environ.get("NATS_URL", "")
         if url and await nats_answers(url):
@@ -157,15 +159,26 @@ async def run() -> int:
         pipeline.start()
         print("  started intake, batcher, poller, notifier; metrics at " + ", ".join(
             s.metrics_url for s in pipeline.services.values()))
-        print(f"  logs in {workdir / 'logs'}")
+        print(f"  logs in {workdir / 'logs'} (removed at the end, kept if the demo fails)")
         tenant = f"demo-{int(time.time())}"
         tally = await follow(url, tenant, TICKETS + len(malformed()))
         print(summary(tally, time.monotonic() - started))
+        finished = True
         return 0
     finally:
         for part in reversed(stack):
             part.stop()
         print("  stopped everything the demo started")
+        remove_unless(finished, workdir)
+
+
+def remove_unless(finished: bool, workdir: Path) -> None:
+    """The run's folder (JetStream store, logs) goes with the run; after a failure its logs
+    stay, and the path is said."""
+    if finished:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        print(f"  kept the logs and the JetStream store in {workdir}")
 
 
 def main() -> None:

@@ -111,6 +111,9 @@ def make_app(broker: NatsBroker, metrics: ServiceMetrics, nats: NatsSettings,
         on_startup=[start],
         after_startup=[started],
         on_shutdown=[stop],
+        # Its lifecycle lines through our logging: faststream's own logger colours them,
+        # which leaves escape codes in log files.
+        logger=log,
     )
 
 

@@ -3,6 +3,7 @@ API is asked for) and the four services, in one terminal until Ctrl-C."""
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -99,6 +100,10 @@ def up(
         signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGTERM, previous)
         console.print("stopped everything `batchbus up` started")
+        if code == 0:  # the temporary store and logs go with the run; --store/--logs stay
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            console.print(f"kept the logs and the JetStream store in {workdir}")
     raise typer.Exit(code)
 
 

@@ -289,6 +289,7 @@ def test_up_runs_the_stack_until_interrupted_and_leaves_nothing(
         banner = "".join(lines_until(process, "Press Ctrl-C to stop", timeout=90))
         url = re.search(r"export NATS_URL=(\S+)", banner)[1]  # type: ignore[index]
         assert "the Batch API emulator at http://" in banner
+        store = Path(re.search(r"\(store (\S+)\)", banner)[1])  # type: ignore[index]
         assert len(processes_with(marker)) == 7  # up, nats-server, emulator, 4 services
 
         async def one() -> Result:
@@ -297,6 +298,8 @@ def test_up_runs_the_stack_until_interrupted_and_leaves_nothing(
 
         assert asyncio.run(asyncio.wait_for(one(), 60)).status == "succeeded"
         interrupt_up(process, marker)
+        assert not store.exists()  # the temporary store went with the run
+        assert (tmp_path / "logs" / "intake.log").is_file()  # the logs asked for stay
     finally:
         kill_up(process, marker)
 

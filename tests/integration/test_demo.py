@@ -48,3 +48,4 @@ def test_the_demo_runs_end_to_end_and_cleans_up() -> None:
     workdir = re.search(r"logs in (\S+)/logs", out)[1]  # type: ignore[index]
     assert processes_mentioning(f"NATS_URL={url}") == []
     assert processes_mentioning(workdir) == []
+    assert not Path(workdir).exists()  # its JetStream store and logs went with it
