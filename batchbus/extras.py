@@ -11,10 +11,8 @@ import sys
 from pathlib import Path
 
 # The modules each extra brings (the distributions are named in pyproject.toml).
-MODULES = {
-    "services": ("faststream", "anthropic", "httpx2", "prometheus_client", "uvicorn"),
-    "local": ("faststream", "anthropic", "httpx2", "prometheus_client", "uvicorn", "starlette"),
-}
+SERVICES = ("faststream", "anthropic", "httpx2", "prometheus_client", "uvicorn")
+MODULES = {"services": SERVICES, "local": (*SERVICES, "starlette")}
 
 
 class MissingExtra(RuntimeError):

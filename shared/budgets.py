@@ -40,8 +40,9 @@ SettleOutcome = Literal["settled", "held"]
 
 @dataclass(frozen=True)
 class Reserved:
-    """What `Budgets.reserve` did: the reservation (None: over budget), the day's total it
-    decided on, and whether it is new (False: an earlier delivery's, reused)."""
+    """What `Budgets.reserve` did: the reservation (None: over budget), the day's total a
+    refusal saw (for its message; zero when reserved), and whether the reservation is new
+    (False: an earlier delivery's, reused, which is not counted again)."""
 
     reservation: Reservation | None
     total: Decimal
@@ -96,7 +97,7 @@ class Budgets:
         reserving twice."""
         marker = f"{day_key(tenant, day)}.{task_id}"
         if redelivered and (earlier := await self._marker(marker)) is not None:
-            return Reserved(earlier, earlier.usd, new=False)
+            return Reserved(earlier, ZERO, new=False)
 
         def add(total: Decimal | None) -> Decimal | None:
             held = total or ZERO
@@ -112,8 +113,8 @@ class Budgets:
             # Another delivery of the same task got there first: keep its reservation only.
             await self.settle(tenant, reservation, ZERO)
             earlier = await self._marker(marker)
-            return Reserved(earlier or reservation, new, new=False)
-        return Reserved(reservation, new, new=True)
+            return Reserved(earlier or reservation, ZERO, new=False)
+        return Reserved(reservation, ZERO, new=True)
 
     async def settle(self, tenant: str, reservation: Reservation, actual: Decimal) -> None:
         """Replaces the reservation with the real cost (zero releases it). A day whose key
