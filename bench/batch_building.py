@@ -45,7 +45,7 @@ FILLER = "Where is my parcel? The tracking page has not changed for a week now. 
 def accepted(i: int) -> bytes:
     return AcceptedTask(
         tenant="bench", task_id=f"ticket-{i:06d}", published_at=datetime.now(UTC),
-        params={"model": "claude-sonnet-4-5", "max_tokens": 64,
+        params={"model": "claude-sonnet-4-6", "max_tokens": 64,
                 "system": "Classify the support ticket: billing, shipping or other.",
                 "messages": [{"role": "user", "content": f"Ticket {i}: {FILLER}"}]},
         metadata={"ticket": i}).model_dump_json().encode()

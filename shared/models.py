@@ -35,6 +35,11 @@ class Task(BaseModel):
     deadline: AwareDatetime | None = None  # RFC 3339 requires the offset; naive is rejected
     route: Route = "auto"
     webhook: str | None = None
+    # Betas the request needs (the batch's `anthropic-beta` header): tasks with different
+    # sets never share a batch.
+    betas: list[str] = Field(default_factory=list)
+    # A model to send the task to once more if its model refuses it (stop_reason "refusal").
+    fallback_model: str | None = None
 
 
 class Usage(BaseModel):
@@ -72,6 +77,18 @@ class ErrorInfo(BaseModel):
     message: str
 
 
+class Refusal(BaseModel):
+    """Why the model declined: a succeeded answer with `stop_reason: "refusal"`."""
+
+    category: str | None = None  # the API's `stop_details.category`; None when unnamed
+    explanation: str | None = None
+
+
+class RefusalFields(TypedDict):
+    category: str | None
+    explanation: str | None
+
+
 class Result(BaseModel):
     """The one final result of a task, on `batchbus.results.<tenant>.<task_id>`."""
 
@@ -86,6 +103,8 @@ class Result(BaseModel):
     route: Literal["batch", "realtime"] | None = None
     attempts: int = 0
     metadata: dict[str, Any] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)  # e.g. a deprecated model's retirement
+    refusal: Refusal | None = None
 
 
 class ResultFields(TypedDict):
@@ -105,6 +124,8 @@ class ResultFields(TypedDict):
     route: Literal["batch", "realtime"] | None
     attempts: int
     metadata: dict[str, Any]
+    warnings: list[str]
+    refusal: RefusalFields | None
 
 
 class BatchEvent(BaseModel):
@@ -127,8 +148,10 @@ class Attempt(_Internal):
 
     attempt: int
     batch_id: str
-    outcome: str  # the line's result type, or an errored line's error type
+    outcome: str  # the line's result type, an errored line's error type, or "refusal"
     message: str = ""
+    model: str | None = None  # the attempt's model, when a fallback changed it after
+    cost: Cost | None = None  # what a billed attempt that is not the final one cost
 
 
 class Reservation(_Internal):
@@ -152,6 +175,11 @@ class AcceptedTask(_Internal):
     deadline: datetime | None = None
     webhook: str | None = None  # name of one of the tenant's configured endpoints
     reservation: Reservation | None = None
+    betas: list[str] = Field(default_factory=list)
+    fallback_model: str | None = None  # cleared once used
+    warnings: list[str] = Field(default_factory=list)  # intake's, carried to the Result
+    # The earlier attempts that were billed (a refusal before its fallback), summed.
+    prior_cost: Cost | None = None
 
 
 class ManifestEntry(_Internal):

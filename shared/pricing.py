@@ -1,16 +1,16 @@
-"""Cost of one result at batch and at real-time prices, from the price data file.
+"""Cost of one result at batch and at real-time prices, from the model catalog.
 
-Money is computed in Decimal so sums over many results are exact; unknown models get no
-price (reported, never guessed). Haiku 5.5's >100K-token band is not modelled yet.
+Money is computed in Decimal so sums over many results are exact; a model without a price
+gets none (reported, never guessed). A request's rates depend on its prompt (Haiku 5.5
+bills every token of a prompt above 100K at 5x) and on US-only inference (1.1x).
 """
 
-import json
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
-from importlib import resources
 from typing import Any, NamedTuple
 
+from batchbus.shared.catalog import Catalog, default_catalog
 from batchbus.shared.models import Cost, CostFields
 
 MTOK = Decimal(1_000_000)
@@ -22,6 +22,12 @@ class TokenCounts(NamedTuple):  # built per result: a tuple builds in half a dat
     cache_write_5m: int = 0
     cache_write_1h: int = 0
     cache_read: int = 0
+    us_only: bool = False  # served under `inference_geo: "us"`
+
+    @property
+    def prompt(self) -> int:
+        """The prompt's size as a pricing band counts it: input, cache writes and reads."""
+        return self.input + self.cache_write_5m + self.cache_write_1h + self.cache_read
 
     @classmethod
     def from_usage(cls, usage: dict[str, Any]) -> "TokenCounts":
@@ -35,20 +41,34 @@ class TokenCounts(NamedTuple):  # built per result: a tuple builds in half a dat
         return cls(input=int(usage.get("input_tokens") or 0),
                    output=int(usage.get("output_tokens") or 0),
                    cache_write_5m=w5, cache_write_1h=w1,
-                   cache_read=int(usage.get("cache_read_input_tokens") or 0))
+                   cache_read=int(usage.get("cache_read_input_tokens") or 0),
+                   us_only=usage.get("inference_geo") == "us")
 
 
 @dataclass(frozen=True)
 class PriceTable:
-    models: dict[str, dict[str, Decimal]]
-    aliases: dict[str, str]
-    batch_discount: Decimal
+    catalog: Catalog
 
-    def rates(self, model: str) -> dict[str, Decimal] | None:
-        return self.models.get(self.aliases.get(model, model))
+    @property
+    def batch_discount(self) -> Decimal:
+        return self.catalog.batch_discount
+
+    def rates(self, model: str, prompt_tokens: int = 0,
+              us_only: bool = False) -> dict[str, Decimal] | None:
+        """USD per million tokens of each kind for one request, or None without a price."""
+        spec = self.catalog.spec(model)
+        if spec is None or spec.rates is None:
+            return None
+        factor = Decimal(1)
+        for band in spec.bands:
+            if prompt_tokens > band.above_prompt_tokens:
+                factor = max(factor, band.multiplier)
+        if us_only:
+            factor *= self.catalog.us_only_multiplier
+        return dict(spec.rates) if factor == 1 else {k: v * factor for k, v in spec.rates.items()}
 
     def realtime_usd(self, model: str, tokens: TokenCounts) -> Decimal | None:
-        rates = self.rates(model)
+        rates = self.rates(model, tokens.prompt, tokens.us_only)
         if rates is None:
             return None
         total = (tokens.input * rates["input"] + tokens.output * rates["output"]
@@ -71,13 +91,8 @@ class PriceTable:
                 "saved_usd": float(realtime - batch)}
 
 
-def load_prices(text: str) -> PriceTable:
-    raw = json.loads(text)
-    models = {name: {k: Decimal(v) for k, v in row.items()} for name, row in raw["models"].items()}
-    return PriceTable(models=models, aliases=dict(raw.get("aliases", {})),
-                      batch_discount=Decimal(raw["batch_discount"]))
-
 
 @cache
 def default_prices() -> PriceTable:
-    return load_prices(resources.files("batchbus.shared").joinpath("data/prices.json").read_text())
+    """Prices of the catalog shipped with batchbus."""
+    return PriceTable(default_catalog())

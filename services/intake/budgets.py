@@ -67,11 +67,12 @@ def worst_case_usd(params: dict[str, Any], task_bytes: int, prices: PriceTable,
     Input is priced at the dearest input rate a prompt with `cache_control` could be billed at
     (a 1-hour cache write); batch prices apply unless the task goes real-time.
     """
-    rates = prices.rates(str(params.get("model")))
-    if rates is None:
-        return None
     referenced, caches = _scan(params)
     input_tokens = task_bytes * TOKENS_PER_BYTE + API_OVERHEAD_TOKENS + referenced
+    rates = prices.rates(str(params.get("model")), input_tokens,
+                         params.get("inference_geo") == "us")
+    if rates is None:
+        return None
     input_rate = max(rates["input"], rates["cache_write_5m"], rates["cache_write_1h"]) \
         if caches else rates["input"]
     usd = (input_tokens * input_rate + int(params["max_tokens"]) * rates["output"]) / MTOK

@@ -121,7 +121,7 @@ def result_fields(entry: ManifestEntry, final: Final, batch_id: str,
     return {"task_id": entry.task_id, "tenant": entry.tenant, "status": final.status,
             "message": final.message, "error": final.error, "usage": usage, "cost": cost,
             "batch_id": batch_id, "route": "batch", "attempts": entry.attempt,
-            "metadata": entry.metadata}
+            "metadata": entry.metadata, "warnings": [], "refusal": None}
 
 
 def result_json(fields: ResultFields) -> bytes:

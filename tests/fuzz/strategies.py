@@ -6,7 +6,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-sonnet-4-6"
 TOKEN = r"\A[A-Za-z0-9_-]{1,64}\Z"
 
 # Characters that have broken id handling elsewhere: lone surrogates, bidi overrides,

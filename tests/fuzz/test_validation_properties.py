@@ -79,13 +79,13 @@ def replace(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 
 @given(st.binary(max_size=1024))
 @example(b"\xff\xfe{}")
-@example(b'{"task_id": "t", "params": {"model": "claude-sonnet-4-5", "max_tokens": 5, '
+@example(b'{"task_id": "t", "params": {"model": "claude-sonnet-4-6", "max_tokens": 5, '
          b'"messages": [1], "temperature": NaN}}')
 @example(b'{"task_id": "t", "params": {"max_tokens": Infinity}}')
 @example(b'{"task_id": "t\\u0000"}')
-@example(b'{"task_id": "t", "params": {"model": "claude-sonnet-4-5", "max_tokens": 1'
+@example(b'{"task_id": "t", "params": {"model": "claude-sonnet-4-6", "max_tokens": 1'
          + b"9" * 4000 + b', "messages": [1]}}')
-@example(b'{"task_id": "t", "params": {"model": "claude-sonnet-4-5", "max_tokens": 5, '
+@example(b'{"task_id": "t", "params": {"model": "claude-sonnet-4-6", "max_tokens": 5, '
          b'"messages": [1]}, "metadata": {"a": "\\ud800"}}')
 def test_arbitrary_bytes_are_judged_never_raised(raw: bytes) -> None:
     checked(raw)

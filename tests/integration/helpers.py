@@ -13,7 +13,7 @@ from batchbus.services.batcher.batching import custom_id
 from batchbus.shared import subjects
 from batchbus.shared.models import Result
 
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-sonnet-4-6"
 
 
 def ticket(i: int, **params: Any) -> dict[str, Any]:

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.nats
 
 runner = CliRunner()
-BODY = {"model": "claude-sonnet-4-5", "max_tokens": 32,
+BODY = {"model": "claude-sonnet-4-6", "max_tokens": 32,
         "messages": [{"role": "user", "content": "Is my parcel lost?"}]}
 FAILS = {"metadata": {"user_id": "emulate:errored:invalid_request_error"}}
 
@@ -160,7 +160,7 @@ def test_cost_sums_equal_the_results_cost_fields(
     done = batchbus(nats_server.url, "cost", "--tenant", tenant, "--json")
     assert done.exit_code == 0, done.output
     report = json.loads(done.stdout)
-    for model in ("claude-sonnet-4-5", "claude-haiku-4-5"):
+    for model in ("claude-sonnet-4-6", "claude-haiku-4-5"):
         mine = [r for r in results if r.message and r.message["model"] == model]
         assert mine and report["models"][model]["results"] == len(mine)
         for field in ("batch_usd", "realtime_usd", "saved_usd"):

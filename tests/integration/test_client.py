@@ -67,7 +67,7 @@ async def test_a_task_with_a_result_is_answered_from_the_store_and_not_sent_agai
 
 async def test_a_fixed_task_gets_its_new_result_not_the_old_rejection(
         pipeline: Pipeline, nats_server: NatsServer, tenant: str) -> None:
-    broken = {"task_id": "ticket-00007", "params": {"model": "claude-sonnet-4-5",
+    broken = {"task_id": "ticket-00007", "params": {"model": "claude-sonnet-4-6",
                                                     "messages": []}}  # no max_tokens
     async with BatchbusClient(nats_server.url, tenant) as client:
         async with asyncio.timeout(60):

@@ -131,14 +131,14 @@ def test_the_wheel_holds_one_package_with_every_module_and_data_file(wheel: Whee
         entries = archive.infolist()
         contents = {e.filename: archive.read(e) for e in entries if not e.is_dir()}
     assert [n for n in contents if not n.startswith(("batchbus/", dist_info))] == []
-    for needed in ("batchbus/__init__.py", "batchbus/py.typed", "batchbus/shared/data/prices.json",
+    for needed in ("batchbus/__init__.py", "batchbus/py.typed", "batchbus/shared/data/models.json",
                    "batchbus/services/intake/__main__.py", "batchbus/emulator/__main__.py",
                    "batchbus/cli/main.py", "batchbus/launcher/services.py"):
         assert needed in contents, needed
     # The linked folders went in as files, not as links or empty stubs.
     assert [e.filename for e in entries if stat.S_ISLNK(e.external_attr >> 16)] == []
     assert len(contents["batchbus/shared/models.py"]) > 0
-    assert json.loads(contents["batchbus/shared/data/prices.json"])
+    assert json.loads(contents["batchbus/shared/data/models.json"])
     # Every module of the source tree, byte for byte, and nothing else.
     package = wheel.source / "batchbus"
     modules = {f"batchbus/{(Path(folder) / name).relative_to(package).as_posix()}":
@@ -249,7 +249,7 @@ def test_with_the_local_extra_up_runs_the_stack_and_submit_follows_it(
         assert done.returncode == 0, done.stdout + done.stderr + service_logs(logs)
         assert "3 tasks of tenant acme from tasks.jsonl" in done.stdout, done.stdout
         assert re.search(r"by status +succeeded 3$", done.stdout, re.M), done.stdout
-        # Priced from the wheel's batchbus/shared/data/prices.json: half of real-time.
+        # Priced from the wheel's batchbus/shared/data/models.json: half of real-time.
         assert "unpriced" not in done.stdout
         assert re.search(r"saved +\$0\.\d*[1-9]\d* \(50%\)", done.stdout), done.stdout
 

@@ -20,7 +20,7 @@ def delivered(seq: int, task: AcceptedTask) -> Msg:
                task.model_dump_json().encode())
 
 
-PARAMS = {"model": "claude-sonnet-4-5", "max_tokens": 5,
+PARAMS = {"model": "claude-sonnet-4-6", "max_tokens": 5,
           "messages": [{"role": "user", "content": "héllo 🚚"}]}
 
 
@@ -39,7 +39,7 @@ def test_a_held_task_is_its_request_and_its_manifest_row() -> None:
     assert (item.seq, item.tenant, item.task_id, item.published_at) == (
         42, "acme", "t-1", task.published_at)
     assert item.entry() == ManifestEntry(
-        custom_id=cid, tenant="acme", task_id="t-1", attempt=2, model="claude-sonnet-4-5",
+        custom_id=cid, tenant="acme", task_id="t-1", attempt=2, model="claude-sonnet-4-6",
         metadata={"k": [1, 0.5]}, published_at=task.published_at, accepted_seq=42,
         webhook="hook", reservation=task.reservation)
     assert item.row == item.entry().to_row()

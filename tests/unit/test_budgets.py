@@ -16,7 +16,7 @@ from batchbus.shared.budgets import spent_usd, usd
 from batchbus.shared.pricing import MTOK, default_prices
 
 PRICES = default_prices()
-MODEL = "claude-sonnet-4-5"  # $3 input, $6 1-hour cache write, $15 output per MTok
+MODEL = "claude-sonnet-4-6"  # $3 input, $6 1-hour cache write, $15 output per MTok
 
 
 def params(**extra: object) -> dict[str, object]:

@@ -8,7 +8,7 @@ import pytest
 from batchbus.cli.loader import LoadError, generated_id, load_tasks, parse_lines
 from batchbus.shared import subjects
 
-BODY = {"model": "claude-sonnet-4-5", "max_tokens": 64,
+BODY = {"model": "claude-sonnet-4-6", "max_tokens": 64,
         "messages": [{"role": "user", "content": "Where is my parcel?"}]}
 TASK = {"task_id": "ticket-1", "params": BODY, "metadata": {"ticket": 1}}
 

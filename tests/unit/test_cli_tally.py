@@ -7,7 +7,7 @@ from batchbus.cli.tally import UNKNOWN_MODEL, Tally
 from batchbus.shared.models import Cost, ErrorInfo, Result, Usage
 
 
-def result(task_id: str, status: str = "succeeded", model: str | None = "claude-sonnet-4-5",
+def result(task_id: str, status: str = "succeeded", model: str | None = "claude-sonnet-4-6",
            cost: tuple[float, float] | None = (0.1, 0.2), tokens: tuple[int, int] = (10, 5),
            ) -> Result:
     fields: dict[str, Any] = {"task_id": task_id, "tenant": "acme", "status": status}
@@ -27,14 +27,14 @@ def test_sums_are_exact_decimals_per_model() -> None:
     for i in range(10):
         tally.add(result(f"s{i}"))  # 10 x 0.1 in floats is not 1.0; in Decimal it is
     tally.add(result("h", model="claude-haiku-4-5", cost=(0.25, 0.5), tokens=(7, 3)))
-    sonnet, haiku = tally.models["claude-sonnet-4-5"], tally.models["claude-haiku-4-5"]
+    sonnet, haiku = tally.models["claude-sonnet-4-6"], tally.models["claude-haiku-4-5"]
     assert sonnet.batch_usd == Decimal("1.0") and sonnet.realtime_usd == Decimal("2.0")
     assert sonnet.saved_usd == Decimal("1.0") and sonnet.input_tokens == 100
     assert (haiku.results, haiku.output_tokens, haiku.saved_usd) == (1, 3, Decimal("0.25"))
     total = tally.total
     assert total.batch_usd == Decimal("1.25") and total.realtime_usd == Decimal("2.5")
     assert total.saved_share == Decimal("0.5")
-    assert tally.models["claude-sonnet-4-5"].as_json()["batch_usd"] == "1.0"
+    assert tally.models["claude-sonnet-4-6"].as_json()["batch_usd"] == "1.0"
 
 
 def test_statuses_failures_and_results_that_never_ran() -> None:
@@ -44,7 +44,7 @@ def test_statuses_failures_and_results_that_never_ran() -> None:
     tally.add(result("rej", status="rejected", model=None, cost=None))
     assert tally.statuses == {"succeeded": 1, "errored": 1, "rejected": 1}
     assert [r.task_id for r in tally.not_succeeded] == ["bad", "rej"]
-    assert list(tally.models) == ["claude-sonnet-4-5"]  # only results that ran cost anything
+    assert list(tally.models) == ["claude-sonnet-4-6"]  # only results that ran cost anything
     assert tally.count == 3
 
 

@@ -23,7 +23,7 @@ def total(model: str, tokens: TokenCounts, n: int) -> tuple[Decimal, Decimal]:
     (1500, Decimal("75.00"), Decimal("37.50")),  # what the article's figures need
 ])
 def test_ten_thousand_tickets(input_tokens: int, realtime: Decimal, batch: Decimal) -> None:
-    got_batch, got_realtime = total("claude-sonnet-4-5",
+    got_batch, got_realtime = total("claude-sonnet-4-6",
                                     TokenCounts(input=input_tokens, output=200), 10_000)
     assert got_realtime == realtime
     assert got_batch == batch
@@ -34,7 +34,7 @@ def test_cache_tokens_are_priced_by_kind() -> None:
              "cache_read_input_tokens": 2000,
              "cache_creation": {"ephemeral_5m_input_tokens": 400, "ephemeral_1h_input_tokens": 600}}
     tokens = TokenCounts.from_usage(usage)
-    realtime = default_prices().realtime_usd("claude-sonnet-4-5", tokens)
+    realtime = default_prices().realtime_usd("claude-sonnet-4-6", tokens)
     # 100*3 + 10*15 + 400*3.75 + 600*6 + 2000*0.3 per million
     assert realtime == Decimal("6150") / Decimal(1_000_000)
 
@@ -55,6 +55,6 @@ def test_dated_ids_resolve_and_unknown_models_get_no_price() -> None:
 
 def test_cost_fields_are_a_costs_fields() -> None:
     # The notifier publishes cost_fields' dict as a Result's `cost`, typed as CostFields.
-    fields = default_prices().cost_fields("claude-sonnet-4-5", TokenCounts(input=10, output=1))
+    fields = default_prices().cost_fields("claude-sonnet-4-6", TokenCounts(input=10, output=1))
     assert fields is not None and list(fields) == list(CostFields.__annotations__)
     assert TypeAdapter(CostFields).validate_python(fields, strict=True) == fields

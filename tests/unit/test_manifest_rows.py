@@ -9,7 +9,7 @@ from batchbus.shared.models import ManifestEntry, Reservation
 
 def entry(**extra: object) -> ManifestEntry:
     return ManifestEntry(custom_id="c-a1", tenant="acme", task_id="t1", attempt=1,
-                         model="claude-sonnet-4-5", metadata={"k": 1},
+                         model="claude-sonnet-4-6", metadata={"k": 1},
                          published_at=datetime(2026, 11, 27, tzinfo=UTC), accepted_seq=7,
                          **extra)  # type: ignore[arg-type]
 

@@ -26,7 +26,7 @@ from batchbus.shared.publishing import result_message
 USAGE = {"input_tokens": 1234, "output_tokens": 77, "cache_creation_input_tokens": 300,
          "cache_read_input_tokens": 4000, "service_tier": "batch",
          "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 200}}
-MESSAGE = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+MESSAGE = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-6",
            "content": [{"type": "text", "text": "Ünïcode ✓ \U0001f680 \"quoted\" \\ </tag>\n",
                         "citations": None}],
            "stop_reason": "end_turn", "stop_sequence": None, "usage": USAGE,
@@ -34,7 +34,7 @@ MESSAGE = {"id": "msg_1", "type": "message", "role": "assistant", "model": "clau
                    float("nan"), float("inf")]}
 
 
-def entry(model: str = "claude-sonnet-4-5", **extra: Any) -> ManifestEntry:
+def entry(model: str = "claude-sonnet-4-6", **extra: Any) -> ManifestEntry:
     fields = {"custom_id": "c-a1", "tenant": "acme", "task_id": "t-1", "attempt": 2,
               "model": model, "metadata": {"ticket": 7, "nested": {"é": [1, 2.25, None]}},
               "published_at": datetime.now(UTC) - timedelta(seconds=3), "accepted_seq": 9}
@@ -55,7 +55,7 @@ OUTCOMES = [
 
 
 @pytest.mark.parametrize("outcome", OUTCOMES)
-@pytest.mark.parametrize("model", ["claude-sonnet-4-5", "claude-haiku-5-5", "claude-imaginary-9"])
+@pytest.mark.parametrize("model", ["claude-sonnet-4-6", "claude-haiku-5-5", "claude-imaginary-9"])
 @pytest.mark.parametrize("webhook", [None, "crm"])
 def test_a_published_result_is_byte_for_byte_the_models(outcome: Final, model: str,
                                                          webhook: str | None) -> None:
@@ -70,7 +70,7 @@ def test_a_published_result_is_byte_for_byte_the_models(outcome: Final, model: s
 def test_a_window_counts_what_each_result_would() -> None:
     prices = default_prices()
     finals = [(result_fields(entry(model), outcome, "b", prices), entry(model))
-              for model in ("claude-sonnet-4-5", "claude-haiku-5-5", "claude-imaginary-9")
+              for model in ("claude-sonnet-4-6", "claude-haiku-5-5", "claude-imaginary-9")
               for outcome in OUTCOMES]
     by_window, by_result = CollectorRegistry(), CollectorRegistry()
     Accounting(NotifierMetrics(by_window), prices).results(finals)

@@ -52,7 +52,7 @@ def test_retry_after_is_read_when_the_api_gives_it() -> None:
                             ).retry_after is None
 
 
-def accepted(model: str = "claude-sonnet-4-5") -> AcceptedTask:
+def accepted(model: str = "claude-sonnet-4-6") -> AcceptedTask:
     return AcceptedTask(tenant="acme", task_id="t-1", attempt=1, metadata={"k": 1},
                         params={"model": model, "max_tokens": 10, "messages": []},
                         published_at=datetime(2026, 11, 27, tzinfo=UTC))
@@ -69,7 +69,7 @@ def test_a_real_time_result_costs_full_price_and_saves_nothing() -> None:
     assert (result.route, result.batch_id, result.attempts) == ("realtime", None, 2)
     assert result.metadata == {"k": 1} and result.message == MESSAGE
     assert result.usage is not None and result.usage.input_tokens == 1_000_000
-    rates = prices.rates("claude-sonnet-4-5")
+    rates = prices.rates("claude-sonnet-4-6")
     assert rates is not None
     full = float(rates["input"] + rates["output"] / 10)  # 1 MTok in, 0.1 MTok out
     assert result.cost is not None

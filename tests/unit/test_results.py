@@ -21,6 +21,8 @@ from batchbus.shared.models import (
     CostFields,
     ErrorInfo,
     ManifestEntry,
+    Refusal,
+    RefusalFields,
     Result,
     ResultFields,
     Usage,
@@ -71,7 +73,7 @@ def test_history_and_back_off() -> None:
 
 def test_a_final_result_echoes_the_task_and_prices_the_usage() -> None:
     entry = ManifestEntry(custom_id="c-a1", tenant="acme", task_id="t1", attempt=2,
-                          model="claude-sonnet-4-5", metadata={"ticket": 7},
+                          model="claude-sonnet-4-6", metadata={"ticket": 7},
                           published_at=datetime.now(UTC), accepted_seq=9)
     message = {"id": "msg_1", "usage": {"input_tokens": 500, "output_tokens": 200}}
     outcome = classify({"type": "succeeded", "message": message}, 2, 3)
@@ -87,7 +89,7 @@ def test_a_final_result_echoes_the_task_and_prices_the_usage() -> None:
 
 
 # The notifier's per-result dicts and the models whose JSON they publish.
-AS_DICT: dict[Any, Any] = {Usage: UsageFields, Cost: CostFields}
+AS_DICT: dict[Any, Any] = {Usage: UsageFields, Cost: CostFields, Refusal: RefusalFields}
 
 
 def as_dict(annotation: Any) -> Any:
@@ -111,7 +113,7 @@ def test_the_fields_mirror_their_model(model: type[BaseModel], fields: Any) -> N
     errored("invalid_request_error"),
     {"type": "canceled"},
 ])
-@pytest.mark.parametrize("model", ["claude-sonnet-4-5", "claude-imaginary-9"])
+@pytest.mark.parametrize("model", ["claude-sonnet-4-6", "claude-imaginary-9"])
 def test_result_fields_hold_their_declared_types(line: dict[str, Any], model: str) -> None:
     entry = ManifestEntry(custom_id="c", tenant="acme", task_id="t1", attempt=1, model=model,
                           metadata={}, published_at=datetime.now(UTC), accepted_seq=1)

@@ -7,14 +7,14 @@ import pytest
 from batchbus.services.intake.validation import Limits, Rejection, validate_task
 from batchbus.shared.models import Task
 
-LIMITS = Limits(allowed_models=frozenset({"claude-sonnet-4-5"}), max_tokens=4096,
+LIMITS = Limits(allowed_models=frozenset({"claude-sonnet-4-6"}), max_tokens=4096,
                 max_task_bytes=10_000)
 
 
 def task(**overrides: object) -> dict[str, object]:
     body: dict[str, object] = {
         "task_id": "t-1",
-        "params": {"model": "claude-sonnet-4-5", "max_tokens": 100,
+        "params": {"model": "claude-sonnet-4-6", "max_tokens": 100,
                    "messages": [{"role": "user", "content": "hi"}]},
     }
     body.update(overrides)
