@@ -4,7 +4,7 @@ import json
 import random
 from typing import Any
 
-MODEL = "claude-sonnet-4-6"
+MODEL = "claude-sonnet-5-5"
 LABELS = ("billing", "shipping", "technical", "account", "refund")
 SYSTEM = ("You triage customer-support tickets for an online shop. Classify the ticket into "
           f"exactly one of: {', '.join(LABELS)}. Answer with the label, then one short "

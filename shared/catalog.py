@@ -65,10 +65,14 @@ class ModelSpec:
 class ApiModel(Protocol):
     """What the catalog reads of the SDK's `ModelInfo`."""
 
-    id: str
-    lifecycle: str
-    retires_at: datetime | None
-    max_tokens: int | None
+    @property
+    def id(self) -> str: ...
+    @property
+    def lifecycle(self) -> str: ...
+    @property
+    def retires_at(self) -> datetime | None: ...
+    @property
+    def max_tokens(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -136,7 +140,8 @@ def load_catalog(text: str) -> Catalog:
             rates=None if prices is None else {k: Decimal(prices[k]) for k in RATE_NAMES},
             bands=tuple(Band(b["above_prompt_tokens"], Decimal(b["multiplier"]))
                         for b in row.get("bands", ())),
-            rules=default_rules + tuple(rules[r] for r in row.get("rules", ())),
+            # The model's own rules first: their reasons are the more telling.
+            rules=tuple(rules[r] for r in row.get("rules", ())) + default_rules,
             retires_at=date.fromisoformat(row["retires_at"]) if row.get("retires_at") else None,
             replacement=row.get("replacement"))
         aliases.update(dict.fromkeys(row.get("aliases", ()), name))

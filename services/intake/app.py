@@ -10,15 +10,18 @@ from nats.js.api import ConsumerConfig
 from batchbus.services.intake.batch_history import BatchHistoryFollower
 from batchbus.services.intake.budgets import BudgetGate
 from batchbus.services.intake.handlers import TaskIntake
+from batchbus.services.intake.live_models import LiveCatalog
 from batchbus.services.intake.metrics import IntakeMetrics
 from batchbus.services.intake.routing import BatchHistory, Router
 from batchbus.services.intake.settings import IntakeSettings
 from batchbus.services.intake.validation import Limits
 from batchbus.shared import consumer, streams, subjects
+from batchbus.shared.anthropic_client import make_client
 from batchbus.shared.app import Loop, make_app, run
 from batchbus.shared.broker import make_broker
 from batchbus.shared.budgets import Budgets
 from batchbus.shared.cancels import Cancels
+from batchbus.shared.catalog import default_catalog
 from batchbus.shared.pricing import default_prices
 from batchbus.shared.runtime import BatchHandler, serve_batches
 from batchbus.shared.settings import load
@@ -46,13 +49,16 @@ async def setup(settings: IntakeSettings, metrics: IntakeMetrics, endpoints: End
     await cancels.load()
     history = BatchHistoryFollower(js, BatchHistory())
     await history.load()  # so the first deadlines are judged with the history
+    models = live_models(settings, metrics)
+    await models.refresh()  # the first tasks are judged by what the API says today
     intake = TaskIntake(js, await streams.task_ids_bucket(js, settings.nats), cancels,
                         limits, metrics, Router(history.history, settings.route_policy()),
                         BudgetGate(Budgets(await streams.budgets_bucket(js, settings.nats)),
                                    budget_limits, default_prices(),
-                                   metrics.budget_reservations))
+                                   metrics.budget_reservations), models)
     batch = settings.fetch_batch
-    return {
+    loops: dict[str, Loop] = {"models": models.follow} if models.client else {}
+    return loops | {
         "intake": partial(consume, js, subjects.TASKS_ALL, subjects.DURABLE_INTAKE,
                           subjects.STREAM_TASKS, intake.handle_batch, batch),
         "intake-cancels": partial(consume, js, subjects.CANCEL_ALL,
@@ -61,6 +67,15 @@ async def setup(settings: IntakeSettings, metrics: IntakeMetrics, endpoints: End
         "cancels": cancels.follow,
         "batch-history": history.follow,
     }
+
+
+def live_models(settings: IntakeSettings, metrics: IntakeMetrics) -> LiveCatalog:
+    """The catalog kept current from the Models API (the data file alone when told so)."""
+    every = settings.models_refresh_seconds
+    # Short: a start waits for the first answer, and the data file stands in without one.
+    client = make_client(settings.anthropic, max_retries=1).with_options(timeout=10.0) \
+        if every > 0 else None
+    return LiveCatalog(default_catalog(), client, metrics, every)
 
 
 async def consume(js: JetStreamContext, subject: str, durable: str, stream: str,

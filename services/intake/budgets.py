@@ -115,17 +115,24 @@ class BudgetGate:
         self.outcomes = outcomes  # batchbus_budget_reservations_total{outcome}
 
     async def admit(self, tenant: str, task_id: str, params: dict[str, Any], task_bytes: int,
-                    day: date, realtime: bool, redelivered: bool) -> Reservation | Refusal | None:
-        """The task's reservation, a refusal, or None for a tenant without a budget."""
+                    day: date, realtime: bool, redelivered: bool,
+                    fallback_model: str | None = None) -> Reservation | Refusal | None:
+        """The task's reservation, a refusal, or None for a tenant without a budget. A task
+        with a fallback model may be paid twice: refused (billed), then sent on in a batch."""
         budget = self.limits.get(tenant)
         if budget is None:
             return None
         worst = worst_case_usd(params, task_bytes, self.prices, realtime)
+        if fallback_model is not None and worst is not None:
+            again = worst_case_usd(params | {"model": fallback_model}, task_bytes, self.prices,
+                                   realtime=False)
+            worst = None if again is None else worst + again
         if worst is None:
             self._count("refused")
+            models = " and ".join(repr(m) for m in (str(params.get("model")), fallback_model)
+                                  if m and self.prices.rates(m) is None)
             return Refusal("unpriced_model", f"tenant {tenant} has a daily budget, and model "
-                           f"{params.get('model')!r} has no price, so this task's cost cannot "
-                           "be bounded")
+                           f"{models} has no price, so this task's cost cannot be bounded")
         held = await self.budgets.reserve(tenant, task_id, day, worst, budget, redelivered)
         if held.reservation is None:
             self._count("refused")

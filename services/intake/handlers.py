@@ -15,12 +15,15 @@ from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from batchbus.services.intake.budgets import BudgetGate, Refusal
+from batchbus.services.intake.live_models import LiveCatalog
 from batchbus.services.intake.metrics import IntakeMetrics
+from batchbus.services.intake.model_rules import check_models
 from batchbus.services.intake.routing import Router
 from batchbus.services.intake.steps import RETRY_DELAY, Admitted, Batch, Claimed, Handoff, Path
 from batchbus.services.intake.validation import Limits, Rejection, check_webhook, validate_task
 from batchbus.shared import subjects
 from batchbus.shared.cancels import Cancels
+from batchbus.shared.catalog import default_catalog
 from batchbus.shared.models import AcceptedTask, ErrorInfo, Reservation, Result, Task
 from batchbus.shared.publishing import (
     PubAcks,
@@ -41,8 +44,10 @@ WRONG_LAST_SEQUENCE = (10071, 10164)
 class TaskIntake:
     def __init__(self, js: JetStreamContext, task_ids: KeyValue, cancels: Cancels,
                  limits: Limits, metrics: IntakeMetrics, router: Router,
-                 budgets: BudgetGate | None = None) -> None:
+                 budgets: BudgetGate | None = None, models: LiveCatalog | None = None) -> None:
         self.js = js
+        # The model catalog as last read; without one, the data file's.
+        self.models = models or LiveCatalog(default_catalog(), None, metrics, every=0)
         self.budgets = budgets
         self.router = router
         self.task_ids = task_ids
@@ -104,11 +109,18 @@ class TaskIntake:
             return self._reject(subjects.INVALID_TENANT, seq, _bad_tenant(msg.subject, outcome))
         if isinstance(outcome, Rejection):
             return self._reject(tenant, seq, outcome)
-        decision = self.router.decide(outcome.route, outcome.deadline, datetime.now(UTC))
+        catalog = self.models.current
+        allowed = check_models(outcome, catalog)
+        if isinstance(allowed, Rejection):
+            return self._reject(tenant, seq, allowed)
+        # A beta that exists only on the Batch API keeps the task off the real-time path.
+        asked = "batch" if any(catalog.betas[b].batch_only for b in outcome.betas) \
+            else outcome.route
+        decision = self.router.decide(asked, outcome.deadline, datetime.now(UTC))
         route = decision.route
         if route is None:
             return self._past_deadline(msg, seq, tenant, outcome, decision.reason)
-        return Admitted(msg, seq, tenant, outcome, route, decision.reason)
+        return Admitted(msg, seq, tenant, outcome, route, decision.reason, allowed.warnings)
 
     async def _past_deadline(self, msg: Msg, seq: int, tenant: str, task: Task,
                              reason: str) -> Admitted | None:
@@ -187,7 +199,7 @@ class TaskIntake:
         held = await budgets.admit(
             tenant, task.task_id, task.params, len(msg.data),
             msg.metadata.timestamp.astimezone(UTC).date(), admitted.route == "realtime",
-            redelivered)
+            redelivered, task.fallback_model)
         if not isinstance(held, Refusal):
             return admitted, self._accepted(admitted, held)
         await self._reject(tenant, admitted.seq, Rejection(held.reason, held.message,
@@ -199,10 +211,16 @@ class TaskIntake:
 
     def _accepted(self, admitted: Admitted, reservation: Reservation | None) -> AcceptedTask:
         task = admitted.task
+        if admitted.warnings:
+            self.metrics.tasks_warned.inc()
+            log.info("accepted task %s of %s with a warning: %s", task.task_id,
+                     admitted.tenant, "; ".join(admitted.warnings))
         return AcceptedTask(
             tenant=admitted.tenant, task_id=task.task_id, params=task.params,
             metadata=task.metadata, published_at=admitted.msg.metadata.timestamp,
-            webhook=task.webhook, deadline=task.deadline, reservation=reservation)
+            webhook=task.webhook, deadline=task.deadline, reservation=reservation,
+            betas=sorted(set(task.betas)), fallback_model=task.fallback_model,
+            warnings=list(admitted.warnings))
 
     async def _hand_off(self, batch: Batch, handoffs: list[Handoff]) -> None:
         """Publishes every accepted task to the batcher or the real-time worker at once."""

@@ -22,4 +22,12 @@ class IntakeMetrics(ServiceMetrics):
             "Intake's estimate of task to batch result, deadlines closer than this go real-time")
         self.budget_reservations = self.counter("budget_reservations_total",
                                                 "Budgeted tasks at intake, by outcome", ["outcome"])
+        self.tasks_warned = self.counter("tasks_warned_total",
+                                         "Accepted tasks with a warning (a deprecated model)")
+        self.models_refreshes = self.counter("models_refreshes_total",
+                                             "Reads of the Models API, by outcome", ["outcome"])
+        self.catalog_models = self.gauge("catalog_models",
+                                         "Models of the catalog by lifecycle", ["lifecycle"])
+        self.catalog_unpriced = self.gauge("catalog_unpriced_models",
+                                           "Models of the catalog without a price")
         self.results = self.results_counter()

@@ -7,17 +7,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from batchbus.services.intake.budgets import parse_budgets
 from batchbus.services.intake.routing import RoutePolicy
-from batchbus.shared.pricing import default_prices
-from batchbus.shared.settings import HttpSettings, NatsSettings
+from batchbus.shared.settings import AnthropicSettings, HttpSettings, NatsSettings
 from batchbus.shared.webhooks import WebhookSettings
 
 
 class IntakeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INTAKE_", extra="ignore")
 
-    # Comma separated; empty means the models of the price table.
+    # Comma separated; empty means every model the catalog and the Models API know.
     allowed_models: str = ""
-    max_tokens: int = Field(128_000, ge=1)
+    # A deployment's own cap on max_tokens; each model's limit applies anyway.
+    max_tokens: int | None = Field(None, ge=1)
+    # How often the Models API is read for lifecycles and limits; 0 reads only the data file.
+    models_refresh_seconds: float = Field(3600.0, ge=0)
     # NATS refuses larger messages by default (max_payload 1 MB) before intake sees them.
     max_task_bytes: int = Field(1 << 20, ge=1024)
     fetch_batch: int = Field(256, ge=1)
@@ -32,7 +34,13 @@ class IntakeSettings(BaseSettings):
     route_min_history: int = Field(10, ge=1)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
+    anthropic: AnthropicSettings = Field(default_factory=AnthropicSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+
+    @field_validator("max_tokens", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value  # `INTAKE_MAX_TOKENS=`, as compose passes it
 
     @field_validator("budgets")
     @classmethod
@@ -48,9 +56,6 @@ class IntakeSettings(BaseSettings):
     def budgets_usd(self) -> dict[str, Decimal]:
         return parse_budgets(self.budgets)
 
-    def models(self) -> frozenset[str]:
+    def models(self) -> frozenset[str] | None:
         names = [m.strip() for m in self.allowed_models.split(",") if m.strip()]
-        if names:
-            return frozenset(names)
-        prices = default_prices()
-        return frozenset(prices.models) | frozenset(prices.aliases)
+        return frozenset(names) if names else None

@@ -35,6 +35,7 @@ class Admitted(NamedTuple):
     task: Task
     route: Path
     reason: str  # why that route: a metric label
+    warnings: tuple[str, ...] = ()  # what the user should know (a deprecated model)
 
 
 Claimed: TypeAlias = tuple[Admitted, Claim]

@@ -23,8 +23,8 @@ LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 @dataclass(frozen=True)
 class Limits:
-    allowed_models: frozenset[str] | None  # None: any model
-    max_tokens: int
+    allowed_models: frozenset[str] | None  # None: any model (the catalog's checks still apply)
+    max_tokens: int | None  # a deployment's own cap; None: each model's limit only
     max_task_bytes: int
     webhooks: Mapping[str, frozenset[str]] = field(default_factory=dict)  # tenant -> names
 
@@ -47,7 +47,7 @@ def validate_task(data: bytes, limits: Limits) -> Task | Rejection:
     task_id = raw.get("task_id")
     if not isinstance(task_id, str) or not subjects.is_token(task_id):
         return Rejection("bad_task_id", "task_id is missing or does not match "
-                         f"{subjects.TOKEN_PATTERN}: {_short(task_id)}")
+                         f"{subjects.TOKEN_PATTERN}: {short(task_id)}")
     rejection = (_check_shape(raw, len(data), limits)
                  or (_check_values(raw) if not plain or _may_nest_too_deep(data) else None)
                  or _check_params(raw.get("params"), limits))
@@ -55,11 +55,18 @@ def validate_task(data: bytes, limits: Limits) -> Task | Rejection:
     if rejection is not None:
         return Rejection(rejection.reason, rejection.message, task_id, webhook)
     try:
-        return Task.model_validate(raw)
+        task = Task.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         return Rejection("bad_field", f"{where}: {first['msg']}", task_id, webhook)
+    fallback = task.fallback_model
+    if limits.allowed_models is not None and fallback is not None \
+            and fallback not in limits.allowed_models:
+        return Rejection("model_not_allowed", f"fallback_model {short(fallback)!r} is not "
+                         f"allowed here; allowed: {', '.join(sorted(limits.allowed_models))}",
+                         task_id, webhook)
+    return task
 
 
 def _parse(data: bytes) -> tuple[Any, bool] | Rejection:
@@ -77,7 +84,7 @@ def _parse(data: bytes) -> tuple[Any, bool] | Rejection:
     try:
         return json.loads(data, parse_constant=_not_json), False
     except (ValueError, RecursionError) as exc:
-        return Rejection("malformed_json", f"task is not valid JSON: {_short(exc)}")
+        return Rejection("malformed_json", f"task is not valid JSON: {short(exc)}")
 
 
 def _may_nest_too_deep(data: bytes) -> bool:
@@ -91,7 +98,7 @@ def check_webhook(task: Task, tenant: str, limits: Limits) -> Rejection | None:
     if task.webhook is None or task.webhook in limits.webhooks.get(tenant, ()):
         return None
     known = sorted(limits.webhooks.get(tenant, ()))
-    return Rejection("unknown_webhook", f"webhook {_short(task.webhook)!r} is not configured "
+    return Rejection("unknown_webhook", f"webhook {short(task.webhook)!r} is not configured "
                      f"for tenant {tenant}; configured: {', '.join(known) or 'none'}", task.task_id)
 
 
@@ -101,7 +108,7 @@ def _check_shape(raw: dict[str, Any], size: int, limits: Limits) -> Rejection | 
                          f"{limits.max_task_bytes} bytes")
     unknown = sorted(set(raw) - TASK_FIELDS)
     if unknown:
-        return Rejection("unknown_field", f"unknown task field(s): {_short(', '.join(unknown))}; "
+        return Rejection("unknown_field", f"unknown task field(s): {short(', '.join(unknown))}; "
                          f"allowed: {', '.join(sorted(TASK_FIELDS))}")
     return None
 
@@ -136,13 +143,13 @@ def _check_params(params: Any, limits: Limits) -> Rejection | None:
     if not isinstance(model, str) or not model:
         return Rejection("bad_model", "params.model must be a non-empty string")
     if limits.allowed_models is not None and model not in limits.allowed_models:
-        return Rejection("model_not_allowed", f"model {_short(model)!r} is not allowed here; allowed: "
+        return Rejection("model_not_allowed", f"model {short(model)!r} is not allowed here; allowed: "
                          f"{', '.join(sorted(limits.allowed_models))}")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         return Rejection("bad_max_tokens", "params.max_tokens must be an integer >= 1")
-    if max_tokens > limits.max_tokens:
-        return Rejection("max_tokens_too_large", f"params.max_tokens {_short(max_tokens)} is above "
-                         f"the limit of {limits.max_tokens}")
+    if limits.max_tokens is not None and max_tokens > limits.max_tokens:
+        return Rejection("max_tokens_too_large", f"params.max_tokens {short(max_tokens)} is above "
+                         f"this deployment's limit of {limits.max_tokens} (INTAKE_MAX_TOKENS)")
     if not isinstance(messages, list) or not messages:
         return Rejection("bad_messages", "params.messages must be a non-empty list")
     if params.get("stream", False) is not False:
@@ -159,7 +166,7 @@ def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")  # json.loads takes NaN and Infinity
 
 
-def _short(value: Any, limit: int = 80) -> str:
+def short(value: Any, limit: int = 80) -> str:
     """User text echoed in a rejection: bounded, and escaped where not encodable."""
     text = str(value)
     text = text if len(text) <= limit else text[:limit] + "..."
