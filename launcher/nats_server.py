@@ -27,6 +27,7 @@ class NatsServer:
     url: str
     store_dir: str
     config: str | None = None  # a server config file (users, TLS), given with -c
+    jetstream: bool = True  # False only to test what batchbus says about such a server
 
     def stop(self) -> None:
         processes.stop(self.process)
@@ -45,24 +46,26 @@ class NatsServer:
     def start_again(self) -> None:
         """Starts a stopped or killed server again on the same port with the same store dir."""
         port = int(self.url.rpartition(":")[2])
-        self.process = _spawn(str(port), self.store_dir, self.config)
+        self.process = _spawn(str(port), self.store_dir, self.config, self.jetstream)
         if _wait_ready(self.process) != self.url:
             raise RuntimeError(f"nats-server came back elsewhere than {self.url}")
 
 
-def start_nats(store_dir: str | None = None, config: str | None = None) -> NatsServer:
+def start_nats(store_dir: str | None = None, config: str | None = None,
+               jetstream: bool = True) -> NatsServer:
     """`config`: a nats-server config file (deploy/nats/); the flags still set the loopback
     address, a free port and JetStream's store."""
     store = store_dir or tempfile.mkdtemp(prefix="batchbus-nats-")
-    process = _spawn("-1", store, config)
+    process = _spawn("-1", store, config, jetstream)
     url = _wait_ready(process)
-    return NatsServer(process, url, store, config)
+    return NatsServer(process, url, store, config, jetstream)
 
 
-def _spawn(port: str, store: str, config: str | None = None) -> subprocess.Popen[str]:
+def _spawn(port: str, store: str, config: str | None = None,
+           jetstream: bool = True) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [server_binary(), *(["-c", config] if config else []),
-         "-a", "127.0.0.1", "-p", port, "-js", "-sd", store],
+         "-a", "127.0.0.1", "-p", port, *(["-js", "-sd", store] if jetstream else [])],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
         start_new_session=True)  # Ctrl-C reaches the launcher, which stops it in order
 

@@ -3,8 +3,10 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+import os
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, NoReturn, TypeVar
 
 import nats.errors
 from faststream.asgi import AsgiFastStream, AsgiResponse, HttpHandler, get
@@ -14,6 +16,7 @@ from nats.js.errors import ServiceUnavailableError
 from prometheus_client import make_asgi_app
 
 from batchbus.shared import gc_tuning, streams
+from batchbus.shared.connection import server_problem
 from batchbus.shared.metrics import ServiceMetrics
 from batchbus.shared.settings import HttpSettings, NatsSettings
 
@@ -67,8 +70,17 @@ class Readiness:
         return readyz
 
 
+class ServiceApp(AsgiFastStream):
+    """A service's app, with the NATS settings its start-up connects with."""
+
+    def __init__(self, broker: NatsBroker, nats: NatsSettings, **options: Any) -> None:
+        super().__init__(broker, **options)
+        self.nats = nats
+        self.nats_broker = broker
+
+
 def make_app(broker: NatsBroker, metrics: ServiceMetrics, nats: NatsSettings,
-             setup: Setup, *, readiness: Readiness | None = None) -> AsgiFastStream:
+             setup: Setup, *, readiness: Readiness | None = None) -> ServiceApp:
     """An app whose `setup` runs once NATS is connected and the streams exist, before any
     subscriber starts; the loops it returns run supervised until shutdown.
 
@@ -83,9 +95,14 @@ def make_app(broker: NatsBroker, metrics: ServiceMetrics, nats: NatsSettings,
         return await setup(js)
 
     async def start() -> None:
-        await broker.connect()
+        await _connect(broker, nats)  # done already when started by `run`
         js = broker.connection.jetstream()
-        for name, loop in (await until_available(lambda: prepare(js))).items():
+        try:
+            with _signals_cancel():
+                loops = await until_available(lambda: prepare(js))
+        except asyncio.CancelledError:
+            _exit("stopped by a signal before start-up finished", 0)
+        for name, loop in loops.items():
             supervised.append(Supervised(name, loop, metrics.loop_restarts.labels(name).inc))
             await supervised[-1].start()
 
@@ -101,8 +118,8 @@ def make_app(broker: NatsBroker, metrics: ServiceMetrics, nats: NatsSettings,
     async def healthz(scope: Any) -> AsgiResponse:
         return AsgiResponse(b"ok", 200)
 
-    return AsgiFastStream(
-        broker,
+    return ServiceApp(
+        broker, nats,
         asgi_routes=[
             ("/metrics", make_asgi_app(metrics.registry)),
             ("/healthz", healthz),
@@ -115,6 +132,46 @@ def make_app(broker: NatsBroker, metrics: ServiceMetrics, nats: NatsSettings,
         # which leaves escape codes in log files.
         logger=log,
     )
+
+
+async def _connect(broker: NatsBroker, nats: NatsSettings) -> None:
+    """Connects within NATS_CONNECT_TIMEOUT_SECONDS to a server batchbus can run on, or
+    exits saying why (the broker itself would retry for ever, silently)."""
+    where = ", ".join(nats.servers)
+    try:
+        await asyncio.wait_for(broker.connect(), nats.connect_timeout_seconds)
+    except TimeoutError:
+        _exit(f"cannot reach NATS at {where} within {nats.connect_timeout_seconds:g}s "
+              "(NATS_CONNECT_TIMEOUT_SECONDS); is it running, and is NATS_URL right?", 1)
+    if (problem := server_problem(broker.connection)) is not None:
+        _exit(problem, 1)
+
+
+@contextlib.contextmanager
+def _signals_cancel() -> Iterator[None]:
+    """SIGTERM and SIGINT cancel the current task while in the block. The server (uvicorn)
+    acts on signals only once start-up is done: without this, a service waiting for NATS or
+    JetStream would ignore them."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in saved:
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, handler)  # the server's own handlers back
+
+
+def _exit(reason: str, code: int) -> NoReturn:
+    """Ends a service that never started: one line, no traceback. Nothing is connected or
+    held yet, and raising from a start-up hook would print the ASGI server's traceback."""
+    (log.error if code else log.info)("%s", reason)
+    logging.shutdown()
+    os._exit(code)
 
 
 async def until_available(step: Callable[[], Awaitable[T]], first_delay: float = 0.5,
@@ -133,12 +190,23 @@ async def until_available(step: Callable[[], Awaitable[T]], first_delay: float =
 
 def run(app: AsgiFastStream, http: HttpSettings, default_port: int) -> None:
     """Entry point of `python -m services.<name>`; METRICS_PORT overrides `default_port`."""
+    assert isinstance(app, ServiceApp), "a service's app comes from make_app"
     port = default_port if http.port is None else http.port
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # one line per API call otherwise
     gc_tuning.tune()
-    asyncio.run(app.run(log_level=logging.WARNING,
-                        run_extra_options={"host": http.host, "port": port}))
+    asyncio.run(_serve(app, http.host, port))
+
+
+async def _serve(app: ServiceApp, host: str, port: int) -> None:
+    """Connects to NATS first, while a signal still stops it at once, then serves."""
+    log.info("connecting to NATS at %s", ", ".join(app.nats.servers))
+    try:
+        with _signals_cancel():
+            await _connect(app.nats_broker, app.nats)
+    except asyncio.CancelledError:
+        _exit("stopped by a signal before NATS answered", 0)
+    await app.run(log_level=logging.WARNING, run_extra_options={"host": host, "port": port})
 
 
 class Supervised:

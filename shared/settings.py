@@ -15,6 +15,8 @@ class NatsSettings(BaseSettings):
     internal_max_age_seconds: float = 8 * 24 * 3600
     task_ids_ttl_seconds: float = 7 * 24 * 3600
     replicas: int = Field(1, ge=1, le=5)
+    # A service that cannot reach NATS for this long at start exits (non-zero, saying so).
+    connect_timeout_seconds: float = Field(60.0, gt=0)
     # Credentials and TLS (README "Security"); empty means not used.
     user: str = ""
     password: SecretStr = SecretStr("")
