@@ -4,6 +4,7 @@ and replay a tenant's stored results."""
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from datetime import datetime
 from types import TracebackType
@@ -23,6 +24,8 @@ from batchbus.shared.models import Result, Task
 from batchbus.shared.settings import NatsSettings
 
 TaskLike = Task | dict[str, Any]
+
+log = logging.getLogger("batchbus.client")
 
 
 class BatchbusClient:
@@ -49,7 +52,7 @@ class BatchbusClient:
         self.tenant = tenant
         # Replies (PubAcks, fetches) come to _INBOX_<tenant>.>, the one inbox a tenant's
         # NATS user may read (deploy/nats/accounts.conf).
-        self._connect_options = {"inbox_prefix": f"_INBOX_{tenant}",
+        self._connect_options = {"inbox_prefix": f"_INBOX_{tenant}", "error_cb": _log_error,
                                  **(connection.connect_options(nats_settings) if nats_settings
                                     else {}),
                                  **connect_options}
@@ -72,7 +75,10 @@ class BatchbusClient:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         if self._nc is not None and self._owns_connection:
-            await self._nc.drain()
+            # Every publish has its PubAck by now, so there is nothing to drain; a drain would
+            # wait (30 s) for messages buffered for a subscription the caller stopped reading,
+            # as breaking out of `results()` leaves one until the generator is collected.
+            await self._nc.close()
             self._nc = None
 
     @property
@@ -244,6 +250,12 @@ class BatchbusClient:
             if _answers(msg.data or b"", msg.headers, self.tenant, tasks_before):
                 return Result.model_validate_json(msg.data or b"")
             seq = msg.seq + 1
+
+
+async def _log_error(exc: Exception) -> None:
+    """nats-py's default prints a traceback for each error it recovers from itself (a
+    reconnect, an ordered consumer re-created after a missed heartbeat): one line instead."""
+    log.warning("nats: %s: %s", type(exc).__name__, exc)
 
 
 def _answers(data: bytes, headers: dict[str, str] | None, tenant: str, tasks_before: int) -> bool:

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import time
 
 import nats
 import nats.errors
@@ -128,3 +129,21 @@ async def test_a_shared_connection_stays_open_and_history_replays(
         assert sorted(r.task_id for r in replayed) == sorted(r.task_id for r in done)
     finally:
         await nc.close()
+
+
+async def test_leaving_results_early_closes_the_client_at_once(
+        pipeline: Pipeline, nats_server: NatsServer, tenant: str) -> None:
+    """Breaking out of `results()` leaves its subscription with messages buffered; closing
+    the client once waited for them to drain (30 s, then DrainTimeoutError)."""
+    async with asyncio.timeout(60):
+        async with BatchbusClient(nats_server.url, tenant) as client:
+            await client.publish_many(ticket(i) for i in range(300))
+            assert len([r async for r in client.submit_many([ticket(i) for i in range(300)])]) \
+                == 300
+    async with BatchbusClient(nats_server.url, tenant) as client:
+        stream = client.results()  # held: the generator is not collected at the break
+        async for _ in stream:
+            break
+        leaving = time.monotonic()
+    # Not asyncio.timeout: nats-py's drain swallows the cancel, and the wait went unseen.
+    assert time.monotonic() - leaving < 10  # a drain waited out its 30 s timeout
