@@ -1,7 +1,7 @@
 # One image for the four services and the Anthropic API emulator.
 # docker-compose.yml picks what runs: `python -m batchbus.services.<intake|batcher|poller|notifier>`
 # or `python -m batchbus.emulator --host 0.0.0.0 --port 8787`. Health checks live in the compose file.
-FROM python:3.11-slim
+FROM python:3.11.14-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
