@@ -20,5 +20,12 @@ class PollerMetrics(ServiceMetrics):
                                            "Age of the oldest batch in flight, since its create")
         self.batch_duration = self.histogram("batch_completion_seconds", "Create to ended",
                                              SECONDS_BUCKETS)
-        self.polls = self.counter("poll_calls_total", "Batch retrieve calls made by the poller")
+        self.polls = self.counter("poll_calls_total", "Calls to the Batches API by the poller, "
+                                  "by endpoint (list pages, single retrieves)", ["endpoint"])
+        self.sweeps = self.counter("poll_sweeps_total", "Looks at every batch in flight")
+        self.sweep_interval = self.gauge("poll_sweep_interval_seconds",
+                                         "Seconds until the next sweep, as last planned")
+        self.end_noticed_after = self.histogram(
+            "batch_end_noticed_seconds", "From a batch's ended_at to the poller seeing it",
+            (1, 2, 5, 10, 20, 30, 45, 60, 90, 120, 300))
         self.api_errors = self.api_errors_counter()

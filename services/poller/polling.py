@@ -1,66 +1,49 @@
-"""Pure polling schedule: look often just after submission and near the expected end,
-back off with jitter in between, always between a floor and a ceiling."""
+"""Pure polling schedule: how often the poller sweeps the batches in flight.
+
+One sweep looks at every batch in flight with a few list calls (100 batches a page), so its
+cost grows with pages, not with batches. Sweeps come at the floor while something changes (a
+batch appeared or ended), back off to the ceiling while nothing does, and never come so often
+that the calls they make exceed the per-minute budget: the Batches API's rate limit is shared
+by every batch endpoint, creates and result downloads included.
+"""
 
 import random
-import statistics
-from collections import deque
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True)
-class PollPolicy:
-    floor: float
-    ceiling: float
-    jitter: float = 0.2
-
-    def next_delay(self, age: float, previous: float | None, expected: float | None,
-                   rng: random.Random) -> float:
-        """Seconds until the next poll of a batch that is `age` seconds old."""
-        if previous is None or age < 3 * self.floor:
-            delay = self.floor  # small batches often end within moments
-        elif expected is not None and 0.8 * expected <= age <= 1.25 * expected:
-            delay = 0.05 * expected  # around the expected end: look often, not constantly
-        else:
-            delay = 2 * previous
-            if expected is not None and age < 0.8 * expected:
-                delay = min(delay, 0.8 * expected - age)  # do not sleep past the expected end
-        delay *= rng.uniform(1 - self.jitter, 1 + self.jitter)
-        return min(self.ceiling, max(self.floor, delay))
-
-    def after_error(self, previous: float | None, rng: random.Random) -> float:
-        """A failed poll (429, 5xx, timeout) backs off; it never fails the batch."""
-        delay = 2 * (previous or self.floor) * rng.uniform(1 - self.jitter, 1 + self.jitter)
-        return min(self.ceiling, max(self.floor, delay))
-
-
 @dataclass
-class Completions:
-    """How long recent batches took, to predict when the next ones end."""
+class Cadence:
+    floor: float  # seconds between sweeps while something changes
+    ceiling: float  # seconds between sweeps at most: an end is noticed within this
+    calls_per_minute: float  # the poller's share of the API's rate limit
+    jitter: float = 0.1
+    interval: float = field(init=False)
+    next_at: float = field(default=float("-inf"), init=False)  # monotonic seconds
 
-    recent: deque[float] = field(default_factory=lambda: deque(maxlen=50))
+    def __post_init__(self) -> None:
+        self.interval = self.floor
 
-    def add(self, seconds: float) -> None:
-        self.recent.append(seconds)
+    def due(self, now: float) -> bool:
+        return now >= self.next_at
 
-    def expected(self) -> float | None:
-        return statistics.median(self.recent) if self.recent else None
+    def soon(self, now: float) -> None:
+        """A new batch to look at: the next sweep comes at the floor from the last one."""
+        self.next_at = min(self.next_at, now + self.floor)
 
+    def swept(self, now: float, calls: int, changed: bool, rng: random.Random) -> None:
+        """Plans the next sweep after one that made `calls` API calls."""
+        base = self.floor if changed else 2 * self.interval
+        self._plan(now, base, calls, rng)
 
-@dataclass
-class Schedule:
-    """When each tracked batch is next due (monotonic seconds) and its last delay."""
+    def failed(self, now: float, calls: int, retry_after: float | None,
+               rng: random.Random) -> None:
+        """A sweep cut short by an API error backs off (at least as long as the API asks)."""
+        self._plan(now, 2 * self.interval, calls, rng)
+        if retry_after is not None and retry_after > self.interval:
+            self.interval, self.next_at = retry_after, now + retry_after
 
-    due: dict[str, float] = field(default_factory=dict)
-    delays: dict[str, float] = field(default_factory=dict)
-
-    def is_due(self, key: str, now: float) -> bool:
-        return now >= self.due.setdefault(key, now)  # a new batch: look right away
-
-    def plan(self, key: str, now: float, delay: float) -> None:
-        self.delays[key] = delay
-        self.due[key] = now + delay
-
-    def keep_only(self, keys: set[str]) -> None:
-        for key in set(self.due) - keys:
-            self.due.pop(key, None)
-            self.delays.pop(key, None)
+    def _plan(self, now: float, base: float, calls: int, rng: random.Random) -> None:
+        within_budget = calls * 60.0 / self.calls_per_minute
+        wanted = min(self.ceiling, max(self.floor, base))
+        self.interval = max(wanted * rng.uniform(1 - self.jitter, 1 + self.jitter), within_budget)
+        self.next_at = now + self.interval

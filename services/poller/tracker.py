@@ -1,12 +1,20 @@
-"""The poller's loop: retrieve each submitted batch when due; announce progress and the end."""
+"""The poller's loop: sweep the batches in flight with the list endpoint; announce progress
+and each end.
+
+The list answers up to 100 batches a call, newest first, with their status and counts, so a
+sweep costs a call per 100 batches rather than a call per batch. It reads pages until every
+batch in flight was seen or the pages are older than the oldest of them; a batch the list did
+not show (created a moment ago, or past the page cap) is retrieved on its own.
+"""
 
 import asyncio
 import logging
 import random
 from collections import Counter
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from time import monotonic
-from typing import Literal, get_args
+from typing import Literal, TypeVar, get_args
 
 import anthropic
 from anthropic import AsyncAnthropic
@@ -15,16 +23,21 @@ from nats.js import JetStreamContext
 
 from batchbus.services.poller.lease import Lease
 from batchbus.services.poller.metrics import PollerMetrics
-from batchbus.services.poller.polling import Completions, PollPolicy, Schedule
+from batchbus.services.poller.polling import Cadence
 from batchbus.services.poller.settings import PollerSettings
 from batchbus.shared import subjects
-from batchbus.shared.anthropic_client import REQUEST_COUNTS, request_counts
+from batchbus.shared.anthropic_client import REQUEST_COUNTS, request_counts, retry_after
 from batchbus.shared.models import BatchEnded, BatchEvent, BatchRecord, BatchState
 from batchbus.shared.publishing import publish, publish_event
 from batchbus.shared.records import BatchRecords
 
 log = logging.getLogger("batchbus.poller")
+T = TypeVar("T")
 
+PAGE = 100  # the list endpoint's largest page
+MAX_PAGES = 10  # per sweep; batches past them are retrieved one by one
+MAX_RETRIEVES = 20  # per sweep, the oldest-looked-at first
+CLOCK_SKEW = timedelta(seconds=5)  # between our records' created_at and the list's order
 
 
 class Tracker:
@@ -34,12 +47,12 @@ class Tracker:
         self.client = client
         self.records = records
         self.lease = lease
-        self.policy = PollPolicy(settings.interval_seconds, settings.max_interval_seconds)
+        self.cadence = Cadence(settings.interval_seconds, settings.max_interval_seconds,
+                               settings.max_calls_per_minute)
         self.grace = timedelta(seconds=settings.expiry_grace_seconds)
         self.metrics = metrics
-        self.schedule = Schedule()
-        self.completions = Completions()
         self.counts: dict[str, dict[str, int]] = {}
+        self.seen: dict[str, float] = {}  # batch id -> when a sweep last saw it (monotonic)
         self.rng = random.Random()
         self.tick = min(1.0, max(0.05, settings.interval_seconds / 2))
 
@@ -47,55 +60,94 @@ class Tracker:
         try:
             while True:
                 if await self.lease.hold():  # only one replica polls; the others stand by
-                    await self.poll_due()
+                    await self.step()
                 await asyncio.sleep(self.tick)  # the schedule's cadence, not a wait for a condition
         finally:
             await self.lease.release()
 
-    async def poll_due(self) -> None:
+    async def step(self) -> None:
         # The KV bucket is the source of truth, so a new or restarted poller resumes every batch.
         live = await self.records.all()
-        tracked = [r for r in live if r.state == "submitted"]
-        self._observe(live, tracked)
-        self.schedule.keep_only({r.intent_id for r in tracked})
-        for record in tracked:
-            if self.schedule.is_due(record.intent_id, monotonic()):
-                await self.poll(record)
-
-    async def poll(self, record: BatchRecord) -> None:
-        assert record.batch_id is not None
-        previous = self.schedule.delays.get(record.intent_id)
-        self.metrics.polls.inc()
-        try:
-            batch = await self.client.messages.batches.retrieve(record.batch_id)
-        except anthropic.APIError as exc:
-            # Never a reason to give up on a batch (a fresh batch can 404 for a moment).
-            status = str(getattr(exc, "status_code", "connection"))
-            self.metrics.api_errors.labels("retrieve", status).inc()
-            log.warning("poll of %s failed (%s); backing off", record.batch_id, status)
-            self.schedule.plan(record.intent_id, monotonic(),
-                              self.policy.after_error(previous, self.rng))
+        tracked = {r.batch_id: r for r in live if r.state == "submitted" and r.batch_id}
+        self._observe(live, list(tracked.values()))
+        if set(tracked) - set(self.seen):
+            self.cadence.soon(monotonic())
+        self.seen = {k: v for k, v in self.seen.items() if k in tracked}
+        if tracked and self.cadence.due(monotonic()):
+            await self.sweep(tracked)
+        for record in tracked.values():
             await self._give_up_if_overdue(record)
+
+    async def sweep(self, tracked: dict[str, BatchRecord]) -> None:
+        """One look at every batch in flight."""
+        self.metrics.sweeps.inc()
+        unseen = dict(tracked)
+        calls, ended = 0, 0
+        try:
+            calls, ended = await self._list(unseen)
+            for batch_id in sorted(unseen, key=lambda b: self.seen.get(b, 0.0))[:MAX_RETRIEVES]:
+                calls += 1
+                batch = await self._call("retrieve", self.client.messages.batches.retrieve(batch_id))
+                ended += await self.observe(unseen.pop(batch_id), batch)
+        except anthropic.APIError as exc:
+            wait = retry_after(exc) if isinstance(exc, anthropic.APIStatusError) else None
+            log.warning("sweep of %d batches failed (%s); backing off", len(tracked),
+                        getattr(exc, "status_code", "connection"))
+            self.cadence.failed(monotonic(), calls, wait, self.rng)
             return
+        changed = ended > 0 or any(b not in self.seen for b in tracked)
+        now = monotonic()
+        for batch_id in tracked.keys() - unseen.keys():
+            self.seen[batch_id] = now
+        self.cadence.swept(now, calls, changed, self.rng)
+        self.metrics.sweep_interval.set(self.cadence.interval)
+
+    async def _list(self, unseen: dict[str, BatchRecord]) -> tuple[int, int]:
+        """Pages of the list until every batch of `unseen` was seen or the pages are older
+        than the oldest of them; takes the seen ones out of `unseen`. (calls, batches ended)."""
+        created = [r.created_at for r in unseen.values() if r.created_at is not None]
+        oldest = min(created) - CLOCK_SKEW if len(created) == len(unseen) else None
+        calls, ended = 0, 0
+        page = None
+        while unseen and calls < MAX_PAGES:
+            page = await self._call("list", self.client.messages.batches.list(limit=PAGE)
+                                    if page is None else page.get_next_page())
+            calls += 1
+            for batch in page.data:
+                if (record := unseen.pop(batch.id, None)) is not None:
+                    ended += await self.observe(record, batch)
+            if not page.data or not page.has_next_page() \
+                    or (oldest is not None and page.data[-1].created_at < oldest):
+                break
+        return calls, ended
+
+    async def _call(self, endpoint: str, call: Awaitable[T]) -> T:
+        self.metrics.polls.labels(endpoint).inc()
+        try:
+            return await call
+        except anthropic.APIError as exc:
+            status = str(getattr(exc, "status_code", "connection"))
+            self.metrics.api_errors.labels(endpoint, status).inc()
+            raise
+
+    async def observe(self, record: BatchRecord, batch: MessageBatch) -> int:
+        """Acts on what the API says of one batch; 1 if it has ended."""
         if batch.processing_status == "ended":
             await self.ended(record, batch)
-            return
+            return 1
         if self.counts.get(batch.id) != (counts := request_counts(batch)):
             self.counts[batch.id] = counts
             await publish_event(self.js, _event(batch, "progress"), record.tenants,
                                 _digest(counts))
-        age = (datetime.now(UTC) - batch.created_at).total_seconds()
-        self.schedule.plan(record.intent_id, monotonic(), self.policy.next_delay(
-            age, previous, self.completions.expected(), self.rng))
-        await self._give_up_if_overdue(record)
+        return 0
 
     async def ended(self, record: BatchRecord, batch: MessageBatch) -> None:
         await self._hand_off(record, available=True)
         await publish_event(self.js, _event(batch, "ended"), record.tenants)
         if batch.ended_at is not None:
-            took = (batch.ended_at - batch.created_at).total_seconds()
-            self.completions.add(took)
-            self.metrics.batch_duration.observe(took)
+            self.metrics.batch_duration.observe((batch.ended_at - batch.created_at).total_seconds())
+            self.metrics.end_noticed_after.observe(
+                max(0.0, (datetime.now(UTC) - batch.ended_at).total_seconds()))
         self.counts.pop(batch.id, None)
         log.info("batch %s ended: %s", batch.id, request_counts(batch))
 

@@ -1,64 +1,65 @@
-"""The poller's schedule: often at first and near the expected end, bounded, cheap overall."""
+"""The poller's sweep cadence: at the floor while things change, backing off to the ceiling
+while nothing does, and never more calls a minute than its budget."""
 
 import random
 
-import pytest
-
-from batchbus.services.poller.polling import Completions, PollPolicy, Schedule
-
-POLICY = PollPolicy(floor=10.0, ceiling=300.0)
+from batchbus.services.poller.polling import Cadence
 
 
-def polls_until(duration: float, expected: float | None, seed: int = 1) -> tuple[int, float]:
-    """Polls of a batch that ends after `duration` seconds, and the wait after its end."""
-    rng, age, previous, polls = random.Random(seed), 0.0, None, 0
-    while True:
-        delay = POLICY.next_delay(age, previous, expected, rng)
-        age, previous = age + delay, delay
-        polls += 1
-        if age >= duration:
-            return polls, age - duration
+def cadence(calls_per_minute: float = 60.0) -> Cadence:
+    return Cadence(floor=10.0, ceiling=30.0, calls_per_minute=calls_per_minute, jitter=0.0)
 
 
-@pytest.mark.parametrize("duration", [60.0, 600.0, 3600.0])
-@pytest.mark.parametrize("expected", [None, 0.5, 1.0, 2.0])
-@pytest.mark.parametrize("seed", range(5))
-def test_polls_stay_few_and_never_wait_past_the_ceiling(duration: float, expected: float | None,
-                                                        seed: int) -> None:
-    polls, late = polls_until(duration, None if expected is None else expected * duration, seed)
-    assert polls <= 30
-    assert late <= POLICY.ceiling
+def test_it_backs_off_to_the_ceiling_while_nothing_changes() -> None:
+    c, rng, now = cadence(), random.Random(0), 0.0
+    intervals = []
+    for _ in range(5):
+        assert c.due(now)
+        c.swept(now, calls=1, changed=False, rng=rng)
+        intervals.append(c.interval)
+        assert not c.due(now + c.interval - 0.01)
+        now += c.interval
+    assert intervals == [20.0, 30.0, 30.0, 30.0, 30.0]
 
 
-def test_the_first_polls_come_at_the_floor() -> None:
-    rng = random.Random(0)
-    assert 10.0 <= POLICY.next_delay(0.0, None, None, rng) <= 12.0
-    assert 10.0 <= POLICY.next_delay(25.0, 10.0, None, rng) <= 12.0
+def test_a_change_brings_it_back_to_the_floor() -> None:
+    c, rng = cadence(), random.Random(0)
+    c.swept(0.0, calls=1, changed=False, rng=rng)
+    c.swept(20.0, calls=1, changed=False, rng=rng)
+    assert c.interval == 30.0
+    c.swept(50.0, calls=1, changed=True, rng=rng)
+    assert c.interval == 10.0 and c.next_at == 60.0
 
 
-def test_it_backs_off_between_and_looks_often_near_the_expected_end() -> None:
-    rng = random.Random(0)
-    far = POLICY.next_delay(1000.0, 100.0, 3600.0, rng)
-    near = POLICY.next_delay(3000.0, 100.0, 3600.0, rng)
-    assert 160 <= far <= 240  # doubled, with jitter
-    assert near <= 0.05 * 3600 * 1.2
+def test_a_new_batch_is_looked_at_a_floor_after_the_last_sweep_at_most() -> None:
+    c, rng = cadence(), random.Random(0)
+    c.swept(0.0, calls=1, changed=False, rng=rng)
+    c.swept(20.0, calls=1, changed=False, rng=rng)  # next at 50
+    c.soon(21.0)
+    assert c.next_at == 31.0
 
 
-def test_errors_back_off_within_bounds() -> None:
-    rng = random.Random(0)
-    assert 10.0 <= POLICY.after_error(None, rng) <= 24.0
-    assert POLICY.after_error(290.0, rng) == 300.0
+def test_calls_a_minute_stay_within_the_budget_whatever_the_sweep_costs() -> None:
+    for calls in (1, 5, 10, 30):
+        c, rng, now, made = cadence(calls_per_minute=60.0), random.Random(1), 0.0, 0
+        while now < 3600:
+            made += calls
+            c.swept(now, calls=calls, changed=True, rng=rng)  # always at the floor if it could
+            now = c.next_at
+        assert made / 60 <= 60.0 + calls  # per minute, over an hour
 
 
-def test_completions_and_schedule() -> None:
-    done = Completions()
-    assert done.expected() is None
-    for seconds in (10, 30, 20):
-        done.add(seconds)
-    assert done.expected() == 20
-    schedule = Schedule()
-    assert schedule.is_due("a", 5.0)
-    schedule.plan("a", 5.0, 10.0)
-    assert not schedule.is_due("a", 14.9) and schedule.is_due("a", 15.0)
-    schedule.keep_only(set())
-    assert schedule.due == {}
+def test_errors_back_off_at_least_as_long_as_the_api_asks() -> None:
+    c, rng = cadence(), random.Random(0)
+    c.failed(0.0, calls=1, retry_after=None, rng=rng)
+    assert c.interval == 20.0
+    c.failed(20.0, calls=1, retry_after=120.0, rng=rng)
+    assert c.interval == 120.0
+
+
+def test_jitter_keeps_it_near_the_planned_interval() -> None:
+    c = Cadence(floor=10.0, ceiling=30.0, calls_per_minute=60.0)
+    rng = random.Random(3)
+    for _ in range(100):
+        c.swept(0.0, calls=1, changed=True, rng=rng)
+        assert 9.0 <= c.interval <= 11.0
