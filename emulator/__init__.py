@@ -4,11 +4,18 @@ In-process: `with run_emulator(EmulatorConfig(...)) as emu: Anthropic(base_url=e
 """
 
 from batchbus.emulator.app import create_app
-from batchbus.emulator.config import EmulatorConfig, FaultRule, OutcomeRule, UsageOverride
+from batchbus.emulator.config import (
+    EmulatedModel,
+    EmulatorConfig,
+    FaultRule,
+    OutcomeRule,
+    UsageOverride,
+)
 from batchbus.emulator.server import EmulatorHandle, run_emulator, start_emulator
 from batchbus.emulator.state import EmulatorState
 
 __all__ = [
+    "EmulatedModel",
     "EmulatorConfig",
     "EmulatorHandle",
     "EmulatorState",

@@ -1,4 +1,4 @@
-"""Who may call the API (x-api-key or Bearer) and with which anthropic-version."""
+"""Who may call the API (x-api-key or Bearer), with which anthropic-version and betas."""
 
 from __future__ import annotations
 
@@ -37,3 +37,22 @@ def api_version(headers: Headers, accepted: set[str]) -> str:
     if version not in accepted:
         raise invalid_request(f"anthropic-version: invalid version {version!r}")
     return version
+
+
+def request_betas(headers: Headers, known: set[str]) -> tuple[str, ...]:
+    """The `anthropic-beta` names (comma separated, possibly over several headers); an
+    unknown name is a 400, as from the real API."""
+    names = [
+        name.strip()
+        for value in headers.getlist("anthropic-beta")
+        for name in value.split(",")
+        if name.strip()
+    ]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        listed = ", ".join(f"`{name}`" for name in unknown)
+        raise invalid_request(
+            f"Unexpected value(s) {listed} for the `anthropic-beta` header. Please consult our "
+            "documentation at docs.claude.com or try again without the header."
+        )
+    return tuple(dict.fromkeys(names))  # in order, once each

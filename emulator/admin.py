@@ -1,4 +1,5 @@
-"""Test-control endpoints under `/_emulator/` (no auth): config, clock, reset, logs, stats."""
+"""Test-control endpoints under `/_emulator/` (no auth): config, models, clock, reset, logs,
+stats."""
 
 from __future__ import annotations
 
@@ -48,6 +49,27 @@ async def put_config(request: Request) -> Response:
     return JSONResponse(config.model_dump(mode="json"))
 
 
+async def put_model(request: Request) -> Response:
+    """Partial `EmulatedModel` for an existing model, or a whole one for a new id."""
+    patch = await _json_object(request)
+    if patch is None:
+        return _bad("body must be a JSON object")
+    try:
+        model = _state(request).set_model(request.path_params["model_id"], patch)
+    except ValidationError as exc:
+        return _bad(str(exc))
+    return JSONResponse(model.model_dump(mode="json"))
+
+
+async def delete_model(request: Request) -> Response:
+    model_id = request.path_params["model_id"]
+    try:
+        _state(request).remove_model(model_id)
+    except KeyError:
+        return JSONResponse({"error": f"no model {model_id}"}, status_code=404)
+    return JSONResponse({"deleted": model_id})
+
+
 async def advance(request: Request) -> Response:
     body = await _json_object(request)
     seconds = (body or {}).get("seconds")
@@ -77,6 +99,8 @@ def admin_routes() -> list[BaseRoute]:
     return [
         Route("/_emulator/config", get_config, methods=["GET"]),
         Route("/_emulator/config", put_config, methods=["PUT"]),
+        Route("/_emulator/models/{model_id}", put_model, methods=["PUT"]),
+        Route("/_emulator/models/{model_id}", delete_model, methods=["DELETE"]),
         Route("/_emulator/advance", advance, methods=["POST"]),
         Route("/_emulator/reset", reset, methods=["POST"]),
         Route("/_emulator/creates", creates, methods=["GET"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -13,12 +14,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from batchbus.emulator.access import api_version, check_auth
+from batchbus.emulator.access import api_version, check_auth, request_betas
 from batchbus.emulator.admin import admin_routes
 from batchbus.emulator.config import EmulatorConfig, FaultRule
 from batchbus.emulator.errors import ApiError, api_error_response, error_response, error_type_for
 from batchbus.emulator.faults import fault_response
 from batchbus.emulator.middleware import RequestIdMiddleware
+from batchbus.emulator.model_table import find_model, model_info, models_page, parse_lifecycles
 from batchbus.emulator.state import EmulatorState
 
 Handler = Callable[[Request, EmulatorState], Awaitable[Response]]
@@ -84,8 +86,9 @@ def base_url(request: Request) -> str:
 
 
 async def create_batch(request: Request, state: EmulatorState) -> Response:
+    betas = request_betas(request.headers, state.config.betas)
     raw = await read_body(request, state.config.max_body_bytes)
-    batch = await run_in_threadpool(state.create, raw, request.state.api_version)
+    batch = await run_in_threadpool(state.create, raw, request.state.api_version, betas)
     return JSONResponse(state.batch_json(batch, base_url(request)))
 
 
@@ -95,18 +98,29 @@ async def retrieve_batch(request: Request, state: EmulatorState) -> Response:
 
 
 async def list_batches(request: Request, state: EmulatorState) -> Response:
+    after_id, before_id, limit = _paging(request)
+    batches, has_more = state.store.page(after_id, before_id, limit)
+    url = base_url(request)
+    data = [state.batch_json(batch, url) for batch in batches]
+    return _page(data, has_more)
+
+
+def _paging(request: Request) -> tuple[str | None, str | None, int]:
+    """after_id, before_id and limit of a list call (at most one cursor)."""
     query = request.query_params
     after_id, before_id = query.get("after_id"), query.get("before_id")
     if after_id is not None and before_id is not None:
         raise ApiError(400, "Only one of after_id and before_id may be given.")
-    batches, has_more = state.store.page(after_id, before_id, _limit(query.get("limit")))
-    url = base_url(request)
+    return after_id, before_id, _limit(query.get("limit"))
+
+
+def _page(data: list[dict[str, Any]], has_more: bool) -> Response:
     return JSONResponse(
         {
-            "data": [state.batch_json(batch, url) for batch in batches],
+            "data": data,
             "has_more": has_more,
-            "first_id": batches[0].id if batches else None,
-            "last_id": batches[-1].id if batches else None,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
         }
     )
 
@@ -140,8 +154,23 @@ async def batch_results(request: Request, state: EmulatorState) -> Response:
 
 
 async def create_message(request: Request, state: EmulatorState) -> Response:
+    betas = request_betas(request.headers, state.config.betas)
     raw = await read_body(request, state.config.max_messages_body_bytes)
-    return JSONResponse(state.message(raw, request.state.api_version))
+    return JSONResponse(state.message(raw, request.state.api_version, betas))
+
+
+async def list_models(request: Request, state: EmulatorState) -> Response:
+    after_id, before_id, limit = _paging(request)
+    query = request.query_params
+    # The SDK sends lists as `lifecycle[]=a&lifecycle[]=b`; plain `lifecycle=` works too.
+    lifecycles = parse_lifecycles([*query.getlist("lifecycle[]"), *query.getlist("lifecycle")])
+    models, has_more = models_page(state.config.models, lifecycles, after_id, before_id, limit)
+    return _page([model_info(model_id, model) for model_id, model in models], has_more)
+
+
+async def retrieve_model(request: Request, state: EmulatorState) -> Response:
+    model_id, model = find_model(state.config.models, request.path_params["model_id"])
+    return JSONResponse(model_info(model_id, model))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -164,6 +193,8 @@ def create_app(state: EmulatorState | EmulatorConfig | None = None) -> Starlette
         Route(f"{_BATCH}/cancel", operation("cancel", cancel_batch), methods=["POST"]),
         Route(f"{_BATCH}/results", operation("results", batch_results), methods=["GET"]),
         Route("/v1/messages", operation("messages", create_message), methods=["POST"]),
+        Route("/v1/models", operation("models", list_models), methods=["GET"]),
+        Route("/v1/models/{model_id}", operation("models", retrieve_model), methods=["GET"]),
         *admin_routes(),
     ]
     app = Starlette(

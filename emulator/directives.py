@@ -1,4 +1,5 @@
-"""Outcome strings (`succeeded`, `errored:<type>`, …) and `emulate:` directives in metadata."""
+"""Outcome strings (`succeeded`, `errored:<type>`, `refusal[:<category>]`, …) and `emulate:`
+directives in metadata."""
 
 from __future__ import annotations
 
@@ -13,39 +14,56 @@ _SIMPLE: dict[str, ResultKind] = {
     "canceled": "canceled",
     "expired": "expired",
 }
+# RefusalStopDetails.category in the SDK (None: a refusal without a named category).
+REFUSAL_CATEGORIES = frozenset({"cyber", "bio", "frontier_llm", "reasoning_extraction", "general_harms"})
+_OPTIONS = frozenset({"first", "input_tokens"})
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    category: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     kind: ResultKind
     error_type: str | None = None
+    refusal: Refusal | None = None  # a succeeded message with stop_reason "refusal"
 
 
 @dataclass(frozen=True, slots=True)
 class Directive:
     outcome: Outcome
     first: int | None = None
+    input_tokens: int | None = None  # the prompt's size, instead of the estimate
 
 
 def parse_outcome(text: str) -> Outcome:
-    """`succeeded` | `canceled` | `expired` | `errored:<error_type>`; ValueError otherwise."""
+    """`succeeded` | `canceled` | `expired` | `errored:<error_type>` | `refusal[:<category>]`;
+    ValueError otherwise."""
     if text in _SIMPLE:
         return Outcome(_SIMPLE[text])
-    kind, _, error_type = text.partition(":")
-    if kind == "errored" and error_type and ":" not in error_type:
-        return Outcome("errored", error_type)
+    kind, _, detail = text.partition(":")
+    if kind == "errored" and detail and ":" not in detail:
+        return Outcome("errored", detail)
+    if kind == "refusal" and (not detail or detail in REFUSAL_CATEGORIES):
+        return Outcome("succeeded", refusal=Refusal(detail or None))
     raise ValueError(f"unknown outcome {text!r}")
 
 
 def parse_directive(text: str) -> Directive:
-    """`emulate:<outcome>[:first=<n>]` (prefix already checked); ValueError if malformed."""
-    body = text.removeprefix(DIRECTIVE_PREFIX)
-    head, sep, tail = body.rpartition(":first=")
-    if not sep:
-        return Directive(parse_outcome(body))
-    if not tail.isdigit():
-        raise ValueError(f"first= needs a non-negative integer, got {tail!r}")
-    return Directive(parse_outcome(head), int(tail))
+    """`emulate:<outcome>[:first=<n>][:input_tokens=<n>]` (prefix already checked);
+    ValueError if malformed."""
+    parts = text.removeprefix(DIRECTIVE_PREFIX).split(":")
+    options: dict[str, int] = {}
+    while parts and "=" in parts[-1]:
+        name, _, value = parts.pop().partition("=")
+        if name not in _OPTIONS or name in options:
+            raise ValueError(f"unknown or repeated option {name!r}")
+        if not value.isdigit():
+            raise ValueError(f"{name}= needs a non-negative integer, got {value!r}")
+        options[name] = int(value)
+    return Directive(parse_outcome(":".join(parts)), options.get("first"), options.get("input_tokens"))
 
 
 def directive_text(params: dict[str, Any]) -> str | None:

@@ -36,6 +36,7 @@ class Batch:
     cancel_at: float | None = None
     cancel_seconds: float = 0.0
     usage_override: UsageOverride | None = None
+    betas: tuple[str, ...] = ()  # the create's anthropic-beta names, for every request
     _kinds: list[str] = field(default_factory=list, repr=False)
     _final: dict[str, int] | None = field(default=None, repr=False)
 

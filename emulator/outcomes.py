@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,12 +16,14 @@ from batchbus.emulator.config import OutcomeRule
 from batchbus.emulator.directives import (
     Directive,
     Outcome,
+    Refusal,
     ResultKind,
     directive_text,
     parse_directive,
     parse_outcome,
 )
 from batchbus.emulator.errors import default_message
+from batchbus.emulator.model_table import ModelIndex
 from batchbus.emulator.prompt import CachePrefix, CacheTtl, cache_prefix, canonical_json, sha256_hex
 from batchbus.emulator.validation import params_problem
 
@@ -51,9 +53,8 @@ class Plan:
     message: str | None = None
     worker: bool = False  # failed during execution: request_id is workerreq_…, not null
     cache: CacheUse | None = None
-
-
-SUCCEEDED = Plan("succeeded")
+    refusal: Refusal | None = None  # succeeded, but the model declined
+    input_tokens: int | None = None  # the prompt's size set by a directive (else estimated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +68,17 @@ class Prepared:
 
 
 def prepare(
-    custom_id: str, params: dict[str, Any], models: dict[str, int], api_version: str
+    custom_id: str,
+    params: dict[str, Any],
+    models: ModelIndex,
+    api_version: str,
+    betas: Collection[str] = (),
 ) -> Prepared:
     """Everything about one request that does not depend on what was submitted before."""
     canonical = canonical_json(params)
     problem: Plan | None = None
     directive: Directive | None = None
-    error = params_problem(params, models, api_version)
+    error = params_problem(params, models, api_version, betas)
     if error is not None:
         problem = Plan("errored", error.error_type, error.message)
     elif (text := directive_text(params)) is not None:
@@ -93,6 +98,18 @@ def outcome_plan(outcome: Outcome) -> Plan:
     return Plan("errored", error_type, default_message(error_type), worker)
 
 
+def succeeded_plan(
+    cache: CacheUse | None, forced: Outcome | None, directive: Directive | None
+) -> Plan:
+    """A request that runs: maybe refused, maybe with a prompt size set by its directive."""
+    return Plan(
+        "succeeded",
+        cache=cache,
+        refusal=None if forced is None else forced.refusal,
+        input_tokens=None if directive is None else directive.input_tokens,
+    )
+
+
 class Planner:
     """Remembers submissions (for `first=n`) and cache prefixes already written."""
 
@@ -103,11 +120,10 @@ class Planner:
     def plan(self, prepared: Prepared, rules: Sequence[OutcomeRule]) -> Plan:
         if prepared.problem is not None:
             return prepared.problem
-        forced = self._forced(prepared, rules)
+        forced = self.forced(prepared.params_hash, self._choice(prepared, rules))
         if forced is not None and forced.kind != "succeeded":
             return outcome_plan(forced)
-        cache = self.cache_use(prepared.cache)
-        return SUCCEEDED if cache is None else Plan("succeeded", cache=cache)
+        return succeeded_plan(self.cache_use(prepared.cache), forced, prepared.directive)
 
     def cache_use(self, prefix: CachePrefix | None) -> CacheUse | None:
         """First sighting of a prefix writes the cache; later ones read it."""
@@ -117,14 +133,14 @@ class Planner:
         self.cache_seen.add(prefix.key)
         return CacheUse(write, prefix.tokens, prefix.ttl)
 
-    def _forced(self, prepared: Prepared, rules: Sequence[OutcomeRule]) -> Outcome | None:
-        choice = self._choice(prepared, rules)
+    def forced(self, params_hash: str, choice: tuple[Outcome, int | None] | None) -> Outcome | None:
+        """The chosen outcome, unless `first=n` submissions of these params have had it."""
         if choice is None:
             return None
         outcome, first = choice
         if first is not None:
-            self.submissions[prepared.params_hash] += 1
-            if self.submissions[prepared.params_hash] > first:
+            self.submissions[params_hash] += 1
+            if self.submissions[params_hash] > first:
                 return None
         return outcome
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from batchbus.emulator.config import UsageOverride
 from batchbus.emulator.errors import error_envelope
-from batchbus.emulator.outcomes import CacheUse, Plan
+from batchbus.emulator.outcomes import Plan
 from batchbus.emulator.prompt import input_token_estimate
 
 ServiceTier = Literal["standard", "batch"]
@@ -22,6 +22,15 @@ _LABELS = (
     "Done; nothing further to add.",
 )
 
+# stop_details.explanation per category (the API's wording is not stable; ours is made up).
+_REFUSALS: dict[str, str] = {
+    "cyber": "The request could enable cyber harm.",
+    "bio": "The request could enable biological harm.",
+    "frontier_llm": "The request could assist the development of competing AI models.",
+    "reasoning_extraction": "The request asks for the model's internal reasoning.",
+    "general_harms": "The request relates to an area determined as harmful.",
+}
+
 
 def natural_output_tokens(params_hash: str) -> int:
     """What the "model" would write before hitting max_tokens: 20–59 tokens."""
@@ -31,7 +40,7 @@ def natural_output_tokens(params_hash: str) -> int:
 def usage_for(
     params: dict[str, Any],
     params_hash: str,
-    cache: CacheUse | None,
+    plan: Plan,
     override: UsageOverride | None,
     tier: ServiceTier,
 ) -> tuple[dict[str, Any], bool]:
@@ -41,27 +50,29 @@ def usage_for(
     """
     if override is not None:
         fresh, natural = override.input_tokens, override.output_tokens
-        written, read = override.cache_creation_input_tokens, override.cache_read_input_tokens
-        ttl = "5m"
+        read = override.cache_read_input_tokens
+        hour = override.ephemeral_1h_input_tokens
+        minutes = override.cache_creation_input_tokens - hour
     else:
-        total = input_token_estimate(params)
+        cache = plan.cache
+        total = plan.input_tokens if plan.input_tokens is not None else input_token_estimate(params)
         cached = min(cache.tokens, total) if cache is not None else 0
         fresh, natural = total - cached, natural_output_tokens(params_hash)
         written = cached if cache is not None and cache.write else 0
         read = cached - written
-        ttl = cache.ttl if cache is not None else "5m"
+        hour = written if cache is not None and cache.ttl == "1h" else 0
+        minutes = written - hour
     max_tokens = int(params["max_tokens"])
+    geo = params.get("inference_geo")
     usage = {
         "input_tokens": fresh,
         "output_tokens": min(natural, max_tokens),
-        "cache_creation_input_tokens": written,
+        "cache_creation_input_tokens": minutes + hour,
         "cache_read_input_tokens": read,
-        "cache_creation": {
-            "ephemeral_5m_input_tokens": written if ttl == "5m" else 0,
-            "ephemeral_1h_input_tokens": written if ttl == "1h" else 0,
-        },
+        "cache_creation": {"ephemeral_5m_input_tokens": minutes, "ephemeral_1h_input_tokens": hour},
         "service_tier": tier,
-        "inference_geo": "not_available",
+        # The request's geography is echoed; without one the API reports "not_available".
+        "inference_geo": geo if isinstance(geo, str) else "not_available",
     }
     return usage, natural > max_tokens
 
@@ -70,27 +81,36 @@ def reply_message(
     params: dict[str, Any],
     params_hash: str,
     message_id: str,
-    usage: dict[str, Any],
-    capped: bool,
+    plan: Plan,
+    override: UsageOverride | None,
+    tier: ServiceTier,
 ) -> dict[str, Any]:
-    """A full Messages API response; stop_reason is max_tokens when the output was capped."""
+    """A full Messages API response; stop_reason is max_tokens when the output was capped,
+    refusal (with stop_details, no content, usage still billed) when the plan says so."""
+    usage, capped = usage_for(params, params_hash, plan, override, tier)
     seed = int(params_hash[:8], 16)
-    return {
+    text = f"{_LABELS[seed % len(_LABELS)]} [emulated {params_hash[:8]}]"
+    message: dict[str, Any] = {
         "id": message_id,
         "type": "message",
         "role": "assistant",
         "model": params["model"],
-        "content": [
-            {
-                "type": "text",
-                "text": f"{_LABELS[seed % len(_LABELS)]} [emulated {params_hash[:8]}]",
-                "citations": None,
-            }
-        ],
+        "content": [{"type": "text", "text": text, "citations": None}],
         "stop_reason": "max_tokens" if capped else "end_turn",
         "stop_sequence": None,
         "usage": usage,
     }
+    if plan.refusal is not None:
+        category = plan.refusal.category
+        explanation = _REFUSALS.get(category or "", "The request was declined.")
+        message["content"] = []
+        message["stop_reason"] = "refusal"
+        message["stop_details"] = {
+            "type": "refusal",
+            "category": category,
+            "explanation": explanation,
+        }
+    return message
 
 
 def succeeded_line(custom_id: str, message: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pydantic_core import to_json
 
 from batchbus.emulator import ids
 from batchbus.emulator.lifecycle import Batch
-from batchbus.emulator.replies import bare_line, errored_line, reply_message, succeeded_line, usage_for
+from batchbus.emulator.replies import bare_line, errored_line, reply_message, succeeded_line
 
 _LINES_PER_CHUNK = 500
 
@@ -42,8 +42,8 @@ def result_line(batch: Batch, index: int) -> dict[str, Any]:
     seed = f"{batch.id}/{custom_id}"
     if plan.kind == "succeeded":
         params, digest = batch.params[index], batch.hashes[index]
-        usage, capped = usage_for(params, digest, plan.cache, batch.usage_override, "batch")
-        message = reply_message(params, digest, ids.message_id(seed), usage, capped)
+        message_id = ids.message_id(seed)
+        message = reply_message(params, digest, message_id, plan, batch.usage_override, "batch")
         return succeeded_line(custom_id, message)
     if plan.kind == "errored":
         request_id = ids.worker_request_id(seed) if plan.worker else None

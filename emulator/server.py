@@ -12,7 +12,7 @@ from typing import Any
 import uvicorn
 
 from batchbus.emulator.app import create_app
-from batchbus.emulator.config import EmulatorConfig
+from batchbus.emulator.config import EmulatedModel, EmulatorConfig
 from batchbus.emulator.state import EmulatorState
 
 
@@ -72,6 +72,14 @@ class EmulatorHandle:
     def configure(self, **changes: Any) -> EmulatorConfig:
         """Partial config update, like `PUT /_emulator/config`."""
         return self.state.configure(changes)
+
+    def set_model(self, model_id: str, **changes: Any) -> EmulatedModel:
+        """Change fields of one model (or add one), like `PUT /_emulator/models/{id}`."""
+        return self.state.set_model(model_id, changes)
+
+    def remove_model(self, model_id: str) -> None:
+        """Forget a model, like `DELETE /_emulator/models/{id}`."""
+        self.state.remove_model(model_id)
 
     def advance(self, seconds: float) -> None:
         self.state.advance(seconds)

@@ -8,18 +8,25 @@ from typing import Any
 
 from batchbus.emulator import ids
 from batchbus.emulator.clock import Clock
-from batchbus.emulator.config import EmulatorConfig
+from batchbus.emulator.config import EmulatedModel, EmulatorConfig
+from batchbus.emulator.directives import Directive, Outcome, directive_text, parse_directive
 from batchbus.emulator.errors import invalid_request, not_found
 from batchbus.emulator.faults import FaultBook
 from batchbus.emulator.lifecycle import Batch, batch_json
-from batchbus.emulator.outcomes import Planner, prepare
+from batchbus.emulator.model_table import model_index
+from batchbus.emulator.outcomes import Planner, prepare, succeeded_plan
 from batchbus.emulator.prompt import cache_prefix, canonical_json, sha256_hex
-from batchbus.emulator.replies import reply_message, usage_for
+from batchbus.emulator.replies import reply_message
 from batchbus.emulator.results import result_chunks
 from batchbus.emulator.store import Store
-from batchbus.emulator.validation import check_params, parse_create_body, parse_json
+from batchbus.emulator.validation import (
+    check_message_betas,
+    check_params,
+    parse_create_body,
+    parse_json,
+)
 
-OPERATIONS = ("create", "retrieve", "list", "cancel", "delete", "results", "messages")
+OPERATIONS = ("create", "retrieve", "list", "cancel", "delete", "results", "messages", "models")
 
 
 class EmulatorState:
@@ -57,6 +64,22 @@ class EmulatorState:
         self.clock.now(self.config.time_scale)  # ...and from here on at the new one
         return self.config
 
+    def set_model(self, model_id: str, patch: dict[str, Any]) -> EmulatedModel:
+        """Add a model or change some fields of one (the API moving on: a retirement, a new
+        limit); the rest of the config is untouched."""
+        current = self.config.models.get(model_id)
+        base = {} if current is None else current.model_dump()
+        model = EmulatedModel.model_validate({**base, **patch})
+        self.configure({"models": {**self.config.models, model_id: model}})
+        return model
+
+    def remove_model(self, model_id: str) -> None:
+        """Forget a model: requests naming it (or its aliases) become unknown-model errors."""
+        if model_id not in self.config.models:
+            raise KeyError(model_id)
+        models = {name: model for name, model in self.config.models.items() if name != model_id}
+        self.configure({"models": models})
+
     def reset(self, config: EmulatorConfig | None = None) -> None:
         """Forget batches, the create log, counters and clock offset; optionally swap config."""
         with self.store.lock:
@@ -65,10 +88,11 @@ class EmulatorState:
             self.clock.reset_offset()
             self._fresh()
 
-    def create(self, raw: bytes, api_version: str) -> Batch:
+    def create(self, raw: bytes, api_version: str, betas: tuple[str, ...] = ()) -> Batch:
         config = self.config
         items = parse_create_body(raw, config.max_requests)
-        prepared = [prepare(cid, params, config.models, api_version) for cid, params in items]
+        index = model_index(config.models)
+        prepared = [prepare(cid, params, index, api_version, betas) for cid, params in items]
         with self.store.lock:
             plans = [self.planner.plan(item, config.outcome_rules) for item in prepared]
             batch = Batch(
@@ -80,6 +104,7 @@ class EmulatorState:
                 hashes=[item.params_hash for item in prepared],
                 plans=plans,
                 usage_override=config.usage_override,
+                betas=betas,
             )
             self.store.add(batch, body_bytes=len(raw))
         return batch
@@ -115,18 +140,24 @@ class EmulatorState:
             raise not_found(f"Message Batch {batch_id} has no available results.")
         return result_chunks(batch, self.config.shuffle_results)
 
-    def message(self, raw: bytes, api_version: str) -> dict[str, Any]:
+    def message(
+        self, raw: bytes, api_version: str, betas: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
         """A synchronous Messages API reply (service tier standard)."""
+        check_message_betas(betas)
         params = parse_json(raw)
         if not isinstance(params, dict):
             raise invalid_request("Input should be a valid dictionary")
-        check_params(params, self.config.models, api_version, batch=False)
+        config = self.config
+        check_params(params, model_index(config.models), api_version, batch=False, betas=betas)
         canonical = canonical_json(params)
         digest = sha256_hex(canonical)
+        directive = _message_directive(params)
         with self.store.lock:
             cache = self.planner.cache_use(cache_prefix(params, canonical))
-        usage, capped = usage_for(params, digest, cache, self.config.usage_override, "standard")
-        reply = reply_message(params, digest, ids.message_id(), usage, capped)
+            forced = self.planner.forced(digest, _refusal_choice(directive))
+        plan = succeeded_plan(cache, forced, directive)
+        reply = reply_message(params, digest, ids.message_id(), plan, config.usage_override, "standard")
         with self.store.lock:
             self.message_log.append({"params_hash": digest, "message_id": reply["id"]})
         return reply
@@ -149,3 +180,23 @@ class EmulatorState:
     def creates(self) -> list[dict[str, Any]]:
         with self.store.lock:
             return [record.to_json() for record in self.store.creates]
+
+
+def _message_directive(params: dict[str, Any]) -> Directive | None:
+    """The request's directive; a malformed one is ignored here (user_id is opaque to the
+    real API), unlike in a batch, where it makes an errored line."""
+    text = directive_text(params)
+    if text is None:
+        return None
+    try:
+        return parse_directive(text)
+    except ValueError:
+        return None
+
+
+def _refusal_choice(directive: Directive | None) -> tuple[Outcome, int | None] | None:
+    """On messages only a refusal (and input_tokens=) applies: errored, canceled and
+    expired are outcomes of batch lines, and HTTP failures are what faults are for."""
+    if directive is None or directive.outcome.refusal is None:
+        return None
+    return directive.outcome, directive.first

@@ -20,6 +20,7 @@ class CreateRecord:
     custom_ids: list[str]
     params_hashes: list[str]
     body_bytes: int
+    betas: tuple[str, ...]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -27,6 +28,7 @@ class CreateRecord:
             "created_at": rfc3339(self.created_at),
             "request_count": len(self.custom_ids),
             "body_bytes": self.body_bytes,
+            "betas": list(self.betas),
             "requests": [
                 {"custom_id": custom_id, "params_hash": digest}
                 for custom_id, digest in zip(self.custom_ids, self.params_hashes, strict=True)
@@ -48,7 +50,14 @@ class Store:
             self.batches[batch.id] = batch
             self.order.append(batch.id)
             self.creates.append(
-                CreateRecord(batch.id, batch.created_at, batch.custom_ids, batch.hashes, body_bytes)
+                CreateRecord(
+                    batch.id,
+                    batch.created_at,
+                    batch.custom_ids,
+                    batch.hashes,
+                    body_bytes,
+                    batch.betas,
+                )
             )
 
     def get(self, batch_id: str) -> Batch:

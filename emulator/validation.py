@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from typing import Any
 
 from pydantic_core import from_json
 
+from batchbus.emulator.config import OUTPUT_300K_BETA, EmulatedModel
 from batchbus.emulator.errors import ApiError, invalid_request, not_found
+from batchbus.emulator.model_table import ModelIndex, output_limit, thinking_types
 
 CUSTOM_ID_PATTERN = "^[a-zA-Z0-9_-]{1,64}$"
 _CUSTOM_ID_RE = re.compile(r"[a-zA-Z0-9_-]+")
 _ITEM_KEYS = frozenset({"custom_id", "params"})
-_REMOVED_IN_2026 = ("temperature", "top_p", "top_k")
+# Removed by API version 2026-10-21 for every model, and refused by Claude 5 models.
+_SAMPLING = ("temperature", "top_p", "top_k")
 
 Item = tuple[str, dict[str, Any]]
 
@@ -105,7 +109,12 @@ def _check_unique(items: list[Item]) -> None:
 
 
 def check_params(
-    params: dict[str, Any], models: dict[str, int], api_version: str, *, batch: bool
+    params: dict[str, Any],
+    models: ModelIndex,
+    api_version: str,
+    *,
+    batch: bool,
+    betas: Collection[str] = (),
 ) -> None:
     """Validate Messages params as the API does after accepting a batch; raise ApiError."""
     for field in ("model", "max_tokens", "messages"):
@@ -117,11 +126,16 @@ def check_params(
     if batch and "speed" in params:
         raise invalid_request("speed: fast mode is not supported in the Message Batches API")
     if api_version == "2026-10-21":
-        for field in _REMOVED_IN_2026:
+        for field in _SAMPLING:
             if field in params:
                 raise invalid_request(f"{field}: Extra inputs are not permitted")
     _check_types(params)
-    _check_model(params["model"], params["max_tokens"], models)
+    name = params["model"]
+    model = _served_model(name, models)
+    _check_max_tokens(name, params["max_tokens"], output_limit(model, betas))
+    if model.claude5:
+        _check_claude5(name, params)
+    _check_thinking(name, params, model)
 
 
 def _check_types(params: dict[str, Any]) -> None:
@@ -139,23 +153,58 @@ def _check_types(params: dict[str, Any]) -> None:
         raise invalid_request("messages: at least one message is required")
 
 
-def _check_model(model: str, max_tokens: int, models: dict[str, int]) -> None:
-    if model not in models:
-        raise not_found(f"model: {model}")
-    limit = models[model]
+def _served_model(name: str, models: ModelIndex) -> EmulatedModel:
+    """The model a request names (id or alias); unknown and retired models are not found."""
+    served = models.get(name)
+    if served is None:
+        raise not_found(f"model: {name}")
+    model = served[1]
+    if model.lifecycle == "retired":
+        raise not_found(f"model: {name} was retired and no longer serves requests")
+    return model
+
+
+def _check_max_tokens(name: str, max_tokens: int, limit: int) -> None:
     if max_tokens > limit:
         raise invalid_request(
             f"max_tokens: {max_tokens} > {limit}, which is the maximum allowed number of "
-            f"output tokens for {model}"
+            f"output tokens for {name}"
+        )
+
+
+def _check_claude5(name: str, params: dict[str, Any]) -> None:
+    """Claude 5 models take no sampling parameters and no assistant prefill."""
+    for field in _SAMPLING:
+        if field in params:
+            raise invalid_request(f"`{field}` is deprecated for {name}.")
+    last = params["messages"][-1]
+    if isinstance(last, dict) and last.get("role") == "assistant":
+        raise invalid_request(f"Prefilling assistant messages is not supported for {name}.")
+
+
+def _check_thinking(name: str, params: dict[str, Any], model: EmulatedModel) -> None:
+    thinking = params.get("thinking")
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    if isinstance(kind, str) and kind not in thinking_types(model):
+        raise invalid_request(
+            f"thinking.type: `{kind}` is not supported for {name}; use `adaptive`."
+        )
+
+
+def check_message_betas(betas: Collection[str]) -> None:
+    """The Messages API refuses the batch-only output-300k beta."""
+    if OUTPUT_300K_BETA in betas:
+        raise invalid_request(
+            f"anthropic-beta: {OUTPUT_300K_BETA} is supported only by the Message Batches API"
         )
 
 
 def params_problem(
-    params: dict[str, Any], models: dict[str, int], api_version: str
+    params: dict[str, Any], models: ModelIndex, api_version: str, betas: Collection[str] = ()
 ) -> ApiError | None:
     """The deferred validation error of one batch request, or None if it is valid."""
     try:
-        check_params(params, models, api_version, batch=True)
+        check_params(params, models, api_version, batch=True, betas=betas)
     except ApiError as exc:
         return exc
     return None

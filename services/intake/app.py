@@ -50,7 +50,7 @@ async def setup(settings: IntakeSettings, metrics: IntakeMetrics, endpoints: End
     history = BatchHistoryFollower(js, BatchHistory())
     await history.load()  # so the first deadlines are judged with the history
     models = live_models(settings, metrics)
-    await models.refresh()  # the first tasks are judged by what the API says today
+    await models.first()  # the first tasks are judged by what the API says today
     intake = TaskIntake(js, await streams.task_ids_bucket(js, settings.nats), cancels,
                         limits, metrics, Router(history.history, settings.route_policy()),
                         BudgetGate(Budgets(await streams.budgets_bucket(js, settings.nats)),

@@ -18,6 +18,8 @@ from batchbus.shared.catalog import Catalog
 
 log = logging.getLogger("batchbus.intake")
 
+FIRST_READ_SECONDS = 5.0
+RETRY_SECONDS = 60.0  # after a failed read
 # The list hides retired models unless asked: they must be known to be told apart.
 LIFECYCLES: list[Literal["active", "deprecated", "retired"]] = ["active", "deprecated", "retired"]
 
@@ -30,6 +32,7 @@ class LiveCatalog:
         self.client = client
         self.metrics = metrics
         self.every = every
+        self.fresh = False  # the last read answered
         self._observe()
 
     async def refresh(self) -> bool:
@@ -39,21 +42,30 @@ class LiveCatalog:
         try:
             listed = [m async for m in self.client.models.list(lifecycle=LIFECYCLES, limit=1000)]
         except anthropic.APIError as exc:
+            self.fresh = False
             self.metrics.models_refreshes.labels("failed").inc()
             log.warning("Models API unreachable (%s); checking models against the catalog as "
                         "last known (checked %s)", type(exc).__name__, self.current.checked)
             return False
         fresh = self.file.with_models_api(listed)
         self._report(fresh)
-        self.current = fresh
+        self.current, self.fresh = fresh, True
         self.metrics.models_refreshes.labels("ok").inc()
         self._observe()
         return True
 
+    async def first(self) -> None:
+        """The read at start, bounded: intake serves with the data file meanwhile."""
+        try:
+            await asyncio.wait_for(self.refresh(), FIRST_READ_SECONDS)
+        except TimeoutError:
+            log.warning("Models API did not answer within %.0fs at start; checking models "
+                        "against the catalog file until it does", FIRST_READ_SECONDS)
+
     async def follow(self) -> None:
-        """The service loop: a refresh every `every` seconds."""
+        """The service loop: a read every `every` seconds, sooner after a failed one."""
         while True:
-            await asyncio.sleep(self.every)
+            await asyncio.sleep(self.every if self.fresh else min(self.every, RETRY_SECONDS))
             await self.refresh()
 
     def _report(self, fresh: Catalog) -> None:

@@ -146,3 +146,30 @@ def test_outcome_rules_match_custom_ids(client: anthropic.Anthropic, emu: Emulat
     }
     retry: Request = {"custom_id": "flaky-1-retry", "params": item("flaky-1")["params"]}
     assert run_batch(client, emu, [retry])["flaky-1-retry"].type == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("emulate:succeeded:colour=3", "metadata.user_id: unknown or repeated option 'colour'"),
+        ("emulate:succeeded:first=1:first=2", "metadata.user_id: unknown or repeated option 'first'"),
+        (
+            "emulate:succeeded:input_tokens=many",
+            "metadata.user_id: input_tokens= needs a non-negative integer, got 'many'",
+        ),
+    ],
+)
+def test_malformed_directive_options(
+    client: anthropic.Anthropic, emu: EmulatorHandle, text: str, message: str
+) -> None:
+    result = run_batch(client, emu, [directive(text)])["d"]
+    assert result.type == "errored" and result.error.error.message == message
+
+
+def test_directive_options_combine_in_any_order(
+    client: anthropic.Anthropic, emu: EmulatorHandle
+) -> None:
+    text = "emulate:errored:api_error:input_tokens=5000:first=1"
+    first = run_batch(client, emu, [directive(text, "a")])["a"]
+    second = run_batch(client, emu, [directive(text, "b")])["b"]
+    assert first.type == "errored" and second.message.usage.input_tokens == 5000

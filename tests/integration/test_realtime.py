@@ -156,11 +156,17 @@ async def test_a_transient_error_is_retried_and_a_permanent_one_is_final(
     assert metric(notifier, 'batchbus_realtime_calls_total{outcome="overloaded"}') >= 1
 
     other = tenant + "-b"  # its results alone
-    too_long = task(other, "too-long", route="realtime")
-    too_long["params"]["max_tokens"] = 100_000  # within intake's bound, above the model's
-    (result,) = (await results_of(nats_server.url, other, [too_long])).values()
+    # Retired by the API after intake last read the Models API: intake lets it through, and
+    # the API's answer is final.
+    gone = task(other, "gone", route="realtime")
+    gone["params"]["model"] = "claude-opus-4-7"
+    emulator.set_model("claude-opus-4-7", lifecycle="retired")
+    try:
+        (result,) = (await results_of(nats_server.url, other, [gone])).values()
+    finally:
+        emulator.set_model("claude-opus-4-7", lifecycle="active")
     assert (result.status, result.route, result.attempts) == ("errored", "realtime", 1)
-    assert result.error is not None and result.error.type == "invalid_request_error"
+    assert result.error is not None and result.error.type == "not_found_error"
     assert result.cost is None and result.usage is None
 
 
