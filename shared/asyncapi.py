@@ -33,7 +33,7 @@ batchbus sends LLM tasks through the Anthropic Message Batches API. Publish a Ta
 `batchbus.tasks.{tenant}`; read its one final Result on `batchbus.results.{tenant}.{task_id}`
 (stored in JetStream, so a late subscriber replays it). `{tenant}` and `{task_id}` match
 `^[A-Za-z0-9_-]{1,64}$`; the tenant is taken from the subject, never from the body.
-Set NATS_URL for the server. See README.md for the whole contract."""
+Set NATS_URL for the server. See docs/contract.md for the whole contract."""
 
 
 class CancelRequest(BaseModel):

@@ -17,7 +17,7 @@ class NatsSettings(BaseSettings):
     replicas: int = Field(1, ge=1, le=5)
     # A service that cannot reach NATS for this long at start exits (non-zero, saying so).
     connect_timeout_seconds: float = Field(60.0, gt=0)
-    # Credentials and TLS (README "Security"); empty means not used.
+    # Credentials and TLS (docs/security.md); empty means not used.
     user: str = ""
     password: SecretStr = SecretStr("")
     tls_ca: str = ""  # CA file that signed the server's certificate (else the system's CAs)

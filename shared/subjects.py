@@ -8,7 +8,7 @@ import re
 TOKEN_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 TOKEN_RE = re.compile(TOKEN_PATTERN)
 
-# Public subjects (the contract in the README).
+# Public subjects (the contract: docs/contract.md).
 TASKS_PREFIX = "batchbus.tasks"
 TASKS_ALL = f"{TASKS_PREFIX}.>"
 RESULTS_PREFIX = "batchbus.results"

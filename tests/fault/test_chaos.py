@@ -3,8 +3,8 @@ fault storm — each during a run of thousands of tasks, then the run's history 
 nothing lost, one final result per task, no task attempt billed twice, no success resubmitted.
 
 Each run is seeded and prints its seed, its faults and its counts. BATCHBUS_CHAOS_SEED replays
-a schedule; BATCHBUS_CHAOS_TASKS and BATCHBUS_CHAOS_ROUNDS size the long variant (README,
-"Guarantees").
+a schedule; BATCHBUS_CHAOS_TASKS and BATCHBUS_CHAOS_ROUNDS size the long variant
+(docs/guarantees.md).
 """
 
 import asyncio
@@ -151,7 +151,7 @@ async def test_services_sigkilled_at_random_moments_lose_nothing_and_bill_once(
 PAUSES = {"batcher": 3.0, "batcher-2": 3.0, "notifier": 5.0, "notifier-2": 5.0,
           "poller": 3.0, "intake": 3.0}
 # Other replicas settle a paused batcher's intent once it is this old; the promise holds for
-# pauses shorter than this minus ANTHROPIC_TIMEOUT_SECONDS (README, "Guarantees").
+# pauses shorter than this minus ANTHROPIC_TIMEOUT_SECONDS (docs/guarantees.md).
 PATIENT_BATCHER = {"BATCHER_INTENT_STALE_SECONDS": "6"}
 
 

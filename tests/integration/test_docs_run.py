@@ -71,3 +71,25 @@ def test_a_python_block_runs_as_pasted(acme_rejected_before: None, nats_server: 
         assert "succeeded" in printed, done.stdout
         if ".results(" not in code and ".history(" not in code:  # they replay the stored ones
             assert not {"rejected", "errored", "expired"} & set(printed), done.stdout
+
+
+def readme_commands(prefix: str) -> list[str]:
+    """The README's shell lines that start with `prefix` (comments cut off)."""
+    text = (ROOT / "README.md").read_text()
+    return [line.split("  #")[0].strip()
+            for block in re.findall(r"^```sh\n(.*?)^```$", text, re.M | re.S)
+            for line in block.splitlines() if line.startswith(prefix)]
+
+
+def test_the_quick_start_submits_the_sample_tasks(acme_rejected_before: None,
+                                                  nats_server: NatsServer) -> None:
+    commands = readme_commands(".venv/bin/batchbus ")
+    assert any(" submit examples/tasks.jsonl" in c for c in commands)
+    for command in commands:
+        if command.split()[1] == "up":
+            continue  # the test's own services stand in for it
+        argv = [sys.executable, "-m", "batchbus.cli", *command.split()[1:]]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=180, cwd=ROOT,
+                              env=os.environ | {"NATS_URL": nats_server.url})
+        assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-2000:])
+        assert "Traceback" not in done.stderr
