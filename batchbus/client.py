@@ -115,14 +115,14 @@ class BatchbusClient:
                 if len(pending) >= window:
                     done, pending = await asyncio.wait(pending,
                                                        return_when=asyncio.FIRST_COMPLETED)
-                    for finished in done:
-                        finished.result()
+                    _raise_first(done)
             if pending:
-                for finished in (await asyncio.wait(pending))[0]:
-                    finished.result()
+                done, pending = await asyncio.wait(pending)
+                _raise_first(done)
         finally:
             for unfinished in pending:  # after a failure or a cancel, leave nothing running
                 unfinished.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         return count
 
     async def submit(self, task: TaskLike) -> Result:
@@ -250,6 +250,14 @@ class BatchbusClient:
             if _answers(msg.data or b"", msg.headers, self.tenant, tasks_before):
                 return Result.model_validate_json(msg.data or b"")
             seq = msg.seq + 1
+
+
+def _raise_first(done: set[asyncio.Task[None]]) -> None:
+    """Raises the first failure; reading each one's exception marks it retrieved, so none
+    prints `Task exception was never retrieved` at exit."""
+    first = next((e for task in done if not task.cancelled() and (e := task.exception())), None)
+    if first is not None:
+        raise first
 
 
 async def _log_error(exc: Exception) -> None:

@@ -2,7 +2,7 @@
 conditions a user can fix (NATS unreachable, a bad input line, batchbus not started)."""
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import nats.errors
@@ -20,11 +20,19 @@ EXIT_INTERRUPTED = 130
 
 
 class CliError(Exception):
-    """A failure to report as one line, without a traceback."""
+    """A failure to report as one line, without a traceback; `details` (say, one line per
+    bad input line) are printed before it."""
+
+    def __init__(self, message: str, details: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.details = list(details)
 
 
-def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    stderr().print(f"[bold red]error:[/] {escape(message)}")
+def fail(message: str, code: int = EXIT_ERROR, details: Sequence[str] = ()) -> NoReturn:
+    console = stderr()
+    for line in details:
+        console.print(escape(line))
+    console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
 
 
@@ -33,11 +41,12 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(main)
     except CliError as exc:
-        fail(str(exc))
+        fail(str(exc), details=exc.details)
+    # What follows happens only outside `connected`, which names the server itself.
     except nats.errors.NoRespondersError:
         fail("NATS answered, but without JetStream: batchbus needs nats-server -js (2.12+)")
     except nats.js.errors.APIError as exc:
-        fail(f"JetStream refused the request: {exc.description or exc}")
+        fail(f"JetStream refused the request: {exc.description or type(exc).__name__}")
     except nats.errors.Error as exc:
         fail(f"NATS: {exc or type(exc).__name__}")
     except OSError as exc:

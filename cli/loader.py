@@ -1,9 +1,19 @@
-"""Reads the JSONL file of `batchbus submit`: one Task per line, or a bare Messages API body
-that gets a task id made from the file name, the line number and the body."""
+"""Reads and checks the JSONL file of `batchbus submit`: one Task per line, or a bare
+Messages API body that gets a task id made from the file name, the line number and the body.
 
+Every line is checked before anything is published, and every bad line is reported, not
+only the first: JSON, the Task as intake would check it (intake's own validation, and the
+model catalog's rules), ids used twice, and — once connected — the size against the
+server's max_payload.
+"""
+
+import functools
 import hashlib
 import json
 import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +27,50 @@ DIGEST_CHARS = 12
 
 
 class LoadError(ValueError):
-    """A line that is neither a Task nor a Messages API body; nothing is published."""
+    """The file as a whole cannot be submitted (unreadable, or no task in it)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int
+    message: str
+
+
+@dataclass(frozen=True)
+class Line:
+    """A good line: its task and its size as published."""
+
+    number: int
+    task: Task
+    size: int
+
+
+@dataclass
+class Checked:
+    """What checking a file found: its good lines, its bad ones, and warnings that do not
+    stop the submit (a deprecated model, say)."""
+
+    label: str  # the file as the user named it, for `tasks.jsonl:3: ...`
+    lines: list[Line] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def tasks(self) -> list[Task]:
+        return [line.task for line in self.lines]
+
+    @property
+    def count(self) -> int:
+        """Non-blank lines: good and bad."""
+        return len(self.lines) + len({p.line for p in self.problems})
+
+    def listing(self, problems: list[Problem] | None = None) -> list[str]:
+        """`tasks.jsonl:3: reason`, one per problem, in line order."""
+        found = self.problems if problems is None else problems
+        return [f"{self.label}:{p.line}: {p.message}" for p in sorted(found, key=lambda p: p.line)]
+
+    def warning_listing(self) -> list[str]:
+        return [f"{self.label}:{p.line}: warning: {p.message}" for p in self.warnings]
 
 
 def generated_id(file_name: str, line: int, body: dict[str, Any]) -> str:
@@ -30,7 +83,9 @@ def generated_id(file_name: str, line: int, body: dict[str, Any]) -> str:
     """
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(file_name).stem).strip("-")[:STEM_CHARS]
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    digest = hashlib.blake2b(canonical.encode(), digest_size=8).hexdigest()[:DIGEST_CHARS]
+    # surrogatepass: a lone surrogate escape still gets an id, so the check can name it.
+    data = canonical.encode("utf-8", "surrogatepass")
+    digest = hashlib.blake2b(data, digest_size=8).hexdigest()[:DIGEST_CHARS]
     return f"{stem or 'tasks'}-{line:06d}-{digest}"
 
 
@@ -39,58 +94,133 @@ def is_bare_body(obj: dict[str, Any]) -> bool:
     return "model" in obj and "messages" in obj and "params" not in obj and "task_id" not in obj
 
 
-def task_from_line(obj: Any, file_name: str, line: int) -> Task:
-    if not isinstance(obj, dict):
-        raise LoadError(f"line {line}: expected a JSON object, got {type(obj).__name__}")
-    if is_bare_body(obj):
-        return Task(task_id=generated_id(file_name, line, obj), params=obj,
-                    metadata={"source": Path(file_name).name, "line": line})
-    if "params" not in obj and "task_id" not in obj:
-        raise LoadError(f"line {line}: neither a Task (task_id, params) nor a Messages API "
-                        "body (model, messages)")
+# What intake would say about a task message: the Task, or why it rejects it; warnings.
+Verdict = tuple[Task | str, list[str]]
+
+
+@functools.cache
+def intake_checks() -> Callable[[bytes], Verdict] | None:
+    """Intake's own validation and the model catalog's checks, when they import without the
+    services' dependencies (they are pure); None otherwise, and pydantic's Task check only."""
     try:
-        task = Task.model_validate(obj)
+        from batchbus.services.intake.model_rules import check_models
+        from batchbus.services.intake.validation import Limits, Rejection, validate_task
+        from batchbus.shared.catalog import default_catalog
+    except ImportError:
+        return None
+    # The deployment's own limits (allowed models, INTAKE_MAX_TOKENS, INTAKE_MAX_TASK_BYTES)
+    # are intake's to apply; the size is checked against the server's max_payload.
+    limits = Limits(allowed_models=None, max_tokens=None, max_task_bytes=sys.maxsize)
+    catalog = default_catalog()
+
+    def check(data: bytes) -> Verdict:
+        outcome = validate_task(data, limits)
+        if isinstance(outcome, Rejection):
+            return outcome.message, []
+        ruled = check_models(outcome, catalog)
+        if not isinstance(ruled, Rejection):
+            return outcome, list(ruled.warnings)
+        if ruled.reason == "unknown_model":
+            # The data file may predate a new model; intake asks the Models API too.
+            return outcome, [f"{ruled.message} (per batchbus's model catalog; intake also asks "
+                             "the Models API, and rejects it if that does not know it either)"]
+        return ruled.message, []
+
+    return check
+
+
+def _pydantic_check(raw: dict[str, Any]) -> Verdict:
+    try:
+        task = Task.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'task'}: {e['msg']}"
                              for e in exc.errors()[:3])
-        raise LoadError(f"line {line}: not a valid Task ({problems})") from None
+        return f"not a valid Task ({problems})", []
     if not subjects.is_token(task.task_id):
-        raise LoadError(f"line {line}: task_id {task.task_id[:80]!r} must match "
-                        f"{subjects.TOKEN_PATTERN}")
-    return task
+        return f"task_id {task.task_id!r} must match {subjects.TOKEN_PATTERN}", []
+    return task, []
 
 
-def parse_lines(lines: list[str], file_name: str) -> list[Task]:
-    """Every task of the file, or LoadError naming the first bad line (1-based, as editors
-    count; blank lines are skipped but counted)."""
-    tasks: list[Task] = []
+def _kind(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+            float: "number"}.get(type(value), "null")
+
+
+def check_line(text: str, file_name: str, number: int) -> Verdict:
+    """One non-blank line: its Task, or why it is bad (a sentence)."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"invalid JSON: {exc.msg} at column {exc.colno}", []
+    except RecursionError:
+        return "invalid JSON: nested too deeply", []
+    if not isinstance(obj, dict):
+        return f"expected a JSON object (a Task or a Messages API body), got {_kind(obj)}", []
+    if is_bare_body(obj):
+        raw = {"task_id": generated_id(file_name, number, obj), "params": obj,
+               "metadata": {"source": Path(file_name).name, "line": number}}
+        # ASCII escapes keep a lone surrogate encodable, for intake's check to name it.
+        data = json.dumps(raw).encode()
+    elif "params" not in obj and "task_id" not in obj:
+        return ("neither a Task (task_id, params) nor a Messages API body (model, "
+                "messages)"), []
+    else:
+        raw, data = obj, text.encode()
+    check = intake_checks()
+    return check(data) if check is not None else _pydantic_check(raw)
+
+
+def published_size(task: Task) -> int:
+    """The payload `BatchbusClient.publish` sends for `task`."""
+    return len(task.model_dump_json(exclude_defaults=True).encode())
+
+
+def check_lines(lines: list[str], label: str, file_name: str | None = None) -> Checked:
+    """Every line checked (1-based, as editors count; blank lines are skipped but
+    counted); `label` names the file in messages, `file_name` makes generated ids."""
+    name = file_name or Path(label).name
+    checked = Checked(label)
     first_seen: dict[str, int] = {}
     for number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise LoadError(f"line {number}: invalid JSON ({exc.msg} at column {exc.colno})") \
-                from None
-        task = task_from_line(obj, file_name, number)
-        if task.task_id in first_seen:
-            raise LoadError(f"line {number}: task_id {task.task_id!r} is already used on line "
-                            f"{first_seen[task.task_id]}; batchbus would drop the second one")
-        first_seen[task.task_id] = number
-        tasks.append(task)
-    if not tasks:
-        raise LoadError("no tasks in the file")
-    return tasks
+        outcome, warnings = check_line(text, name, number)
+        checked.warnings.extend(Problem(number, w) for w in warnings)
+        if isinstance(outcome, str):
+            checked.problems.append(Problem(number, outcome))
+            continue
+        if outcome.task_id in first_seen:
+            checked.problems.append(Problem(number, (
+                f"task_id {outcome.task_id!r} is already used on line "
+                f"{first_seen[outcome.task_id]}; batchbus would drop the second one")))
+            continue
+        first_seen[outcome.task_id] = number
+        checked.lines.append(Line(number, outcome, published_size(outcome)))
+    if not checked.lines and not checked.problems:
+        raise LoadError(f"{label}: no tasks in the file")
+    return checked
 
 
-def load_tasks(path: Path) -> list[Task]:
+def load_tasks(path: Path) -> Checked:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise LoadError(f"cannot read {path}: {exc}") from exc
-    try:
-        # Not splitlines(): it also splits at U+2028, which JSON strings may hold unescaped.
-        return parse_lines(text.split("\n"), path.name)
-    except LoadError as exc:
-        raise LoadError(f"{path}: {exc}") from None
+    # Not splitlines(): it also splits at U+2028, which JSON strings may hold unescaped.
+    return check_lines(text.split("\n"), str(path))
+
+
+def headers_size(stream: str = subjects.STREAM_TASKS) -> int:
+    """The headers a JetStream publish with `stream=` adds (NATS counts them in max_payload)."""
+    return len(f"NATS/1.0\r\nNats-Expected-Stream: {stream}\r\n\r\n".encode())
+
+
+def oversize(checked: Checked, max_payload: int, server: str) -> list[Problem]:
+    """The good lines too large for the server (its max_payload, from its INFO)."""
+    room = max_payload - headers_size()
+    return [Problem(line.number, (
+        f"the task is {line.size:,} bytes as published, more than {server} accepts: its "
+        f"max_payload is {max_payload:,} bytes, {max_payload - room} of them for headers. "
+        "Tasks this large are not supported yet: shorten it, or raise max_payload in the "
+        "nats-server configuration (and INTAKE_MAX_TASK_BYTES to match)"))
+        for line in checked.lines if line.size > room]

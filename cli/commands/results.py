@@ -1,7 +1,6 @@
 """`batchbus results --tenant T [--since 1h] [--out FILE.jsonl]`: replay stored results."""
 
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, TextIO
@@ -10,11 +9,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from batchbus.cli.connection import DEFAULT_NATS_URL, connected, require_streams
+from batchbus.cli.connection import NATS_HELP, Target, connected, require_streams, resolve
 from batchbus.cli.console import stderr, stdout
 from batchbus.cli.durations import parse_since
-from batchbus.cli.errors import CliError, fail, run
-from batchbus.cli.tally import model_of
+from batchbus.cli.errors import fail, run
+from batchbus.cli.tally import Finals, finals, model_of
+from batchbus.cli.text import clip, plural
 from batchbus.client import replay
 from batchbus.shared import subjects
 from batchbus.shared.models import Result
@@ -32,62 +32,98 @@ def since_option(text: str | None) -> datetime | None:
         raise typer.BadParameter(str(exc), param_hint="--since") from None
 
 
+HELP = "\n\n".join([
+    "Replay TENANT's stored final results, oldest first, and stop once caught up.",
+    "One result per task: a task rejected and then sent again shows only its later result "
+    "(--all shows every stored result, the superseded ones marked).",
+])
+
+
 def results(
     tenant: Annotated[str, typer.Option(envvar="BATCHBUS_TENANT", help="tenant token")],
     since: Annotated[str | None, typer.Option(help=SINCE_HELP)] = None,
     out: Annotated[Path | None, typer.Option(
         dir_okay=False, help="write the results as JSONL to this file (- for stdout) "
                              "instead of printing a table")] = None,
-    nats_url: Annotated[str, typer.Option("--nats", envvar="NATS_URL")] = DEFAULT_NATS_URL,
+    every: Annotated[bool, typer.Option(
+        "--all", help="every stored result, also those superseded: the rejection of a task "
+                      "that was sent again later (marked in the table)")] = False,
+    nats_url: Annotated[str | None, typer.Option("--nats", envvar="NATS_URL", help=NATS_HELP,
+                                                 show_default=False)] = None,
 ) -> None:
     """Replay TENANT's stored final results, oldest first, and stop once caught up."""
     if not subjects.is_token(tenant):
         fail(f"--tenant must match {subjects.TOKEN_PATTERN}")
     start = since_option(since)
+    target = resolve(nats_url)
+    stored = run(_collect(target, tenant, start))
+    found = finals(stored)
     if out is not None:
-        count = run(_write(nats_url, tenant, start, None if str(out) == "-" else out))
+        rows = stored if every else found.kept
+        count = _write(rows, None if str(out) == "-" else out)
         if str(out) != "-":
-            stderr().print(f"wrote {count} results to {escape(str(out))}")
+            stderr().print(f"wrote {plural(count, 'result')} to {escape(str(out))}"
+                           + _superseded_note(found, every))
     else:
-        found = run(_collect(nats_url, tenant, start))
-        stdout().print(table(found))
+        stdout().print(table(stored, found, every))
 
 
-async def _write(url: str, tenant: str, since: datetime | None, path: Path | None) -> int:
-    """Writes JSONL to `path` (None: stdout); the file is created only once NATS answers."""
-    async with connected(url) as nc:
-        await require_streams(nc.jetstream(), subjects.STREAM_RESULTS)
-        found = replay(nc.jetstream(), subjects.results_of(tenant), since)
-        if path is None:
-            return await _write_lines(found, sys.stdout)
-        try:
-            with path.open("w", encoding="utf-8") as file:
-                return await _write_lines(found, file)
-        except OSError as exc:
-            raise CliError(f"cannot write {path}: {exc}") from exc
+def _superseded_note(found: Finals, every: bool) -> str:
+    n = len(found.superseded)
+    if not n:
+        return ""
+    if every:
+        return f", {n} of them superseded (rejections of a task with another final result)"
+    return (f"; left out {n} superseded (rejections of a task with another final result), "
+            "--all includes them")
 
 
-async def _write_lines(found: AsyncIterator[Result], file: TextIO) -> int:
-    count = 0
-    async for result in found:
+def _write(rows: list[Result], path: Path | None) -> int:
+    """Writes JSONL to `path` (None: stdout)."""
+    if path is None:
+        return _write_lines(rows, sys.stdout)
+    try:
+        with path.open("w", encoding="utf-8") as file:
+            return _write_lines(rows, file)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc}")
+
+
+def _write_lines(rows: list[Result], file: TextIO) -> int:
+    for result in rows:
         file.write(result.model_dump_json() + "\n")
-        count += 1
-    return count
+    return len(rows)
 
 
-async def _collect(url: str, tenant: str, since: datetime | None) -> list[Result]:
-    async with connected(url) as nc:
+async def _collect(target: Target, tenant: str, since: datetime | None) -> list[Result]:
+    async with connected(target) as nc:
         await require_streams(nc.jetstream(), subjects.STREAM_RESULTS)
         return [r async for r in replay(nc.jetstream(), subjects.results_of(tenant), since)]
 
 
-def table(found: list[Result]) -> Table:
+DETAIL_WIDTH = 80
+
+
+def table(stored: list[Result], found: Finals, every: bool = False) -> Table:
+    superseded = len(found.superseded)
+    if every:
+        title = plural(len(stored), "result")
+        if superseded:
+            title += (f" ({superseded} superseded: rejections of a task that has another "
+                      "final result)")
+    else:
+        title = plural(len(found.kept), "result")
+        if superseded:
+            title += (f" ({superseded} superseded not shown: rejections of a task that has "
+                      "another final result; --all shows them)")
     view = Table("task_id", "status", "model", "tokens in/out", "batch $", "detail",
-                 title=f"{len(found)} results", title_justify="left")
-    for r in found:
+                 title=title, title_justify="left")
+    rows = enumerate(stored) if every else ((-1, r) for r in found.kept)
+    for index, r in rows:
         tokens = f"{r.usage.input_tokens}/{r.usage.output_tokens}" if r.usage else ""
         cost = f"{r.cost.batch_usd:.6f}" if r.cost else ""
         detail = f"{r.error.type}: {r.error.message}" if r.error else (r.batch_id or "")
         model = model_of(r) if r.message else ""
-        view.add_row(r.task_id, r.status, model, tokens, cost, escape(detail[:80]))
+        status = f"{r.status} (superseded)" if index in found.superseded_at else r.status
+        view.add_row(r.task_id, status, model, tokens, cost, escape(clip(detail, DETAIL_WIDTH)))
     return view

@@ -11,10 +11,11 @@ from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from rich.table import Table
 
-from batchbus.cli.connection import DEFAULT_NATS_URL, connected
+from batchbus.cli.connection import NATS_HELP, MissingState, Target, connected, resolve
 from batchbus.cli.console import stdout
 from batchbus.cli.durations import describe_age
-from batchbus.cli.errors import CliError, run
+from batchbus.cli.errors import run
+from batchbus.cli.text import plural
 from batchbus.shared import subjects
 from batchbus.shared.models import BatchRecord
 from batchbus.shared.records import BatchRecords
@@ -38,29 +39,58 @@ class Status:
     def age(self, record: BatchRecord) -> float:
         return (self.now - (record.created_at or record.intent_at)).total_seconds()
 
+    @property
+    def in_flight(self) -> list[BatchRecord]:
+        """Records whose results are not all out yet: intent, submitted, ended."""
+        return [r for r in self.records if r.state != "delivered"]
+
+    @property
+    def delivered(self) -> list[BatchRecord]:
+        """Every result out; the record waits for its task messages' acks, then goes."""
+        return [r for r in self.records if r.state == "delivered"]
+
     def as_json(self) -> dict[str, Any]:
-        return {"batches": [{"state": r.state, "batch_id": r.batch_id, "intent_id": r.intent_id,
+        """`batches`: every live record, each saying whether it is in flight; `counts`:
+        how many of them are (ages in seconds, to the millisecond)."""
+        return {"batches": [{"state": r.state, "in_flight": r.state != "delivered",
+                             "batch_id": r.batch_id, "intent_id": r.intent_id,
                              "requests": r.requests, "bytes": r.bytes,
                              "age_seconds": round(self.age(r), 3),
                              "results_delivered": r.requests if r.state == "delivered"
                              else r.lines_done} for r in self.records],
+                "counts": {"in_flight": len(self.in_flight), "delivered": len(self.delivered)},
                 "queues": vars(self.queues)}
 
 
+HELP = "\n\n".join([
+    "Show the batches in flight, oldest first, and the tasks waiting for a batch.",
+    "A batch is in flight until its results are out (states intent, submitted, ended); a "
+    "delivered batch is listed apart while its record waits to be cleared.",
+])
+
+
 def status(
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
-    nats_url: Annotated[str, typer.Option("--nats", envvar="NATS_URL")] = DEFAULT_NATS_URL,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="print JSON instead of a table (ages in seconds, to the "
+                       "millisecond)")] = False,
+    nats_url: Annotated[str | None, typer.Option("--nats", envvar="NATS_URL", help=NATS_HELP,
+                                                 show_default=False)] = None,
 ) -> None:
     """Show the batches in flight, oldest first, and the tasks waiting for a batch."""
-    found = run(_status(nats_url))
+    found = run(_status(resolve(nats_url)))
     if as_json:
         typer.echo(json.dumps(found.as_json(), indent=2))
         return
     console = stdout()
-    if found.records:
-        console.print(table(found))
+    if found.in_flight:
+        console.print(table(found, found.in_flight,
+                            f"{plural(len(found.in_flight), 'batch', 'batches')} in flight"))
     else:
         console.print("no batches in flight")
+    if found.delivered:
+        console.print(table(found, found.delivered, (
+            f"{plural(len(found.delivered), 'batch', 'batches')} delivered (every result out), "
+            "each record waiting to be cleared")))
     q = found.queues
     console.print(f"tasks waiting: {_n(q.intake_pending)} for intake, {_n(q.batcher_pending)} "
                   f"for the batcher, {_n(q.batcher_held)} held by the batcher while a batch "
@@ -71,16 +101,15 @@ def _n(value: int | None) -> str:
     return "?" if value is None else f"{value:,}"
 
 
-async def _status(url: str) -> Status:
-    async with connected(url) as nc:
+async def _status(target: Target) -> Status:
+    async with connected(target) as nc:
         js = nc.jetstream()
         try:
             records = BatchRecords(js, await js.key_value(subjects.KV_BATCHES),
                                    await js.object_store(subjects.OBJ_MANIFESTS))
             live = await records.all()
         except (BucketNotFoundError, NotFoundError) as exc:
-            raise CliError("no batchbus state on this NATS server: the services have not run "
-                           "against it yet (try `batchbus up`)") from exc
+            raise MissingState(f"batchbus state (KV bucket {subjects.KV_BATCHES})") from exc
         now = datetime.now(UTC)
         live.sort(key=lambda r: r.created_at or r.intent_at)
         return Status(live, await _queues(js), now)
@@ -101,10 +130,10 @@ async def _queues(js: JetStreamContext) -> Queues:
     return queues
 
 
-def table(found: Status) -> Table:
+def table(found: Status, records: list[BatchRecord], title: str) -> Table:
     view = Table("state", "batch", "requests", "age", "results delivered",
-                 title=f"{len(found.records)} batches in flight", title_justify="left")
-    for r in found.records:
+                 title=title, title_justify="left")
+    for r in records:
         # Before the create returns there is no batch id yet, only our intent.
         batch = r.batch_id or f"(intent {r.intent_id})"
         # A delivered record waits for the batcher to see its tasks acked, then goes.

@@ -2,6 +2,7 @@
 progress until every task is final, then a summary."""
 
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -13,29 +14,36 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from batchbus.cli.connection import DEFAULT_NATS_URL, connected, require_tasks_and_results
+from batchbus.cli.connection import NATS_HELP, Target, connected, require_tasks_and_results, resolve
 from batchbus.cli.console import stderr, stdout
-from batchbus.cli.errors import EXIT_FAILED_TASKS, fail, run
-from batchbus.cli.loader import LoadError, load_tasks
+from batchbus.cli.errors import EXIT_FAILED_TASKS, CliError, fail, run
+from batchbus.cli.loader import Checked, LoadError, Problem, load_tasks, oversize
 from batchbus.cli.tally import Tally
+from batchbus.cli.text import clip, plural
 from batchbus.client import BatchbusClient
 from batchbus.shared import subjects
 from batchbus.shared.models import BatchEvent, Task
 
 SHOWN_FAILURES = 10
 
-HELP = """Publish the tasks in FILE (JSONL) for TENANT.
-
-Each line is a Task ({"task_id", "params", "metadata"}) or a bare Messages API body
-({"model", "max_tokens", "messages", ...}). A bare body gets the task id
-<file name>-<line number>-<digest of the body>, so submitting the same file again is
-deduplicated by batchbus rather than paid for twice; its result's metadata names the file
-and line. Nothing is published if any line is malformed.
-
-Without --follow, returns once JetStream has stored every task. With --follow, shows
-progress until every task has its final result, prints a summary, and exits with 1 when
-any task did not succeed. Tasks that already have a result are not published again.
-"""
+HELP = "\n\n".join([
+    "Publish the tasks in FILE (JSONL) for TENANT.",
+    'Each line is a Task ({"task_id", "params", "metadata"}) or a bare Messages API body '
+    '({"model", "max_tokens", "messages", ...}). A bare body gets the task id '
+    "<file name>-<line number>-<digest of the body>, so submitting the same file again is "
+    "deduplicated by batchbus rather than paid for twice; its result's metadata names the "
+    "file and line.",
+    "Every line is checked before anything is published: JSON, the Task as intake checks it, "
+    "the model catalog's rules (retired models, forbidden params, max_tokens) and its size "
+    "against the NATS server's max_payload. If any line is bad, every bad line is listed "
+    "(FILE:LINE: reason) and nothing is published.",
+    "Without --follow, publishes every task and returns once JetStream has stored each one; "
+    "intake then drops a task id it has already accepted, and checks again one it rejected.",
+    "With --follow, shows progress until every task has its final result, prints a summary, "
+    "and exits with 1 when any task did not succeed. A task that already has a final result "
+    "is not published again (its stored result counts), except a rejected one: a task whose "
+    "earlier copy was rejected is published again.",
+])
 
 
 @dataclass
@@ -62,36 +70,69 @@ def submit(
                                          help="JSONL: one Task or Messages API body a line")],
     tenant: Annotated[str, typer.Option(envvar="BATCHBUS_TENANT", help="tenant token")],
     follow: Annotated[bool, typer.Option(help="wait for every result, with progress")] = False,
-    nats_url: Annotated[str, typer.Option("--nats", envvar="NATS_URL")] = DEFAULT_NATS_URL,
+    nats_url: Annotated[str | None, typer.Option("--nats", envvar="NATS_URL", help=NATS_HELP,
+                                                 show_default=False)] = None,
 ) -> None:
     """Publish the tasks in FILE for TENANT (see HELP)."""
     if not subjects.is_token(tenant):
         fail(f"--tenant must match {subjects.TOKEN_PATTERN}")
     try:
-        tasks = load_tasks(file)
+        checked = load_tasks(file)
     except LoadError as exc:
         fail(str(exc))
+    for line in checked.warning_listing():
+        stderr().print(escape(line))
+    target = resolve(nats_url)
     if follow:
-        tally = run(_follow(nats_url, tenant, tasks))
+        tally = run(_follow(target, tenant, checked))
         print_summary(stdout(), tenant, file, tally)
         if tally.not_succeeded:
             raise typer.Exit(EXIT_FAILED_TASKS)
     else:
-        count = run(_publish(nats_url, tenant, tasks))
-        stdout().print(f"published {count} tasks to {subjects.tasks(tenant)}, each stored by "
-                       f"JetStream; see their results with: batchbus results --tenant {tenant}")
+        count = run(_publish(target, tenant, checked))
+        stdout().print(f"published {count} tasks to {subjects.tasks(tenant)} on {target.named}, "
+                       "each stored by JetStream; see their results with: batchbus results "
+                       f"--tenant {tenant}")
 
 
-async def _publish(url: str, tenant: str, tasks: list[Task]) -> int:
-    async with connected(url) as nc:
+def refusal(checked: Checked, problems: list[Problem], note: str | None = None) -> CliError:
+    """Every bad line, one each, then one line saying nothing was published."""
+    bad = len({p.line for p in problems})
+    summary = (f"{checked.label}: {bad} of {plural(checked.count, 'line')} "
+               f"{'is' if bad == 1 else 'are'} bad; nothing was published"
+               + (f" ({note})" if note else ""))
+    return CliError(summary, checked.listing(problems))
+
+
+@contextlib.asynccontextmanager
+async def checked_connection(target: Target, checked: Checked) -> AsyncIterator[Client]:
+    """A connection once every line is good, sizes included (the server's max_payload);
+    else CliError listing every bad line. With bad lines already, the server is still asked
+    for its max_payload, so one run lists the oversize lines too."""
+    try:
+        async with connected(target) as nc:
+            problems = checked.problems + oversize(checked, nc.max_payload, target.named)
+            if problems:
+                raise refusal(checked, problems)
+            yield nc
+    except CliError as exc:
+        if not checked.problems or exc.details:
+            raise
+        # The server did not answer (or cannot run batchbus): the bad lines still count.
+        raise refusal(checked, checked.problems, "line sizes were not checked: "
+                      + str(exc)) from None
+
+
+async def _publish(target: Target, tenant: str, checked: Checked) -> int:
+    async with checked_connection(target, checked) as nc:
         await require_tasks_and_results(nc.jetstream())
-        return await BatchbusClient.over(nc, tenant).publish_many(tasks)
+        return await BatchbusClient.over(nc, tenant).publish_many(checked.tasks)
 
 
-async def _follow(url: str, tenant: str, tasks: list[Task]) -> Tally:
-    async with connected(url) as nc:
+async def _follow(target: Target, tenant: str, checked: Checked) -> Tally:
+    async with checked_connection(target, checked) as nc:
         await require_tasks_and_results(nc.jetstream())
-        return await follow(nc, tenant, tasks, stderr())
+        return await follow(nc, tenant, checked.tasks, stderr())
 
 
 async def follow(nc: Client, tenant: str, tasks: list[Task], console: Console) -> Tally:
@@ -141,7 +182,7 @@ def print_summary(console: Console, tenant: str, file: Path, tally: Tally) -> No
         console.print(f"  not succeeded  {len(tally.not_succeeded)}:")
         for result in tally.not_succeeded[:SHOWN_FAILURES]:
             reason = f"{result.error.type}: {result.error.message}" if result.error else ""
-            console.print(f"    {result.task_id}  {result.status}  {escape(reason[:100])}")
+            console.print(f"    {result.task_id}  {result.status}  {escape(clip(reason, 100))}")
         if len(tally.not_succeeded) > SHOWN_FAILURES:
             console.print(f"    … and {len(tally.not_succeeded) - SHOWN_FAILURES} more "
                           f"(batchbus results --tenant {tenant})")

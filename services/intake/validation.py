@@ -169,5 +169,7 @@ def _not_json(name: str) -> Any:
 def short(value: Any, limit: int = 80) -> str:
     """User text echoed in a rejection: bounded, and escaped where not encodable."""
     text = str(value)
-    text = text if len(text) <= limit else text[:limit] + "..."
+    if len(text) > limit:  # at a word boundary when there is one in the second half
+        cut = text.rfind(" ", 0, limit + 1)
+        text = (text[:cut] if cut > limit // 2 else text[:limit]) + "..."
     return text.encode("utf-8", "backslashreplace").decode()

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from typer.testing import Result as Invocation
 
 from batchbus.cli.main import app
+from batchbus.cli.tally import usd_text
 from batchbus.client import BatchbusClient
 from batchbus.emulator.server import EmulatorHandle
 from batchbus.launcher.nats_server import NatsServer, start_nats
@@ -166,7 +167,8 @@ def test_cost_sums_equal_the_results_cost_fields(
         for field in ("batch_usd", "realtime_usd", "saved_usd"):
             expected = sum((Decimal(str(getattr(r.cost, field))) for r in mine if r.cost),
                            Decimal(0))
-            assert Decimal(report["models"][model][field]) == expected, (model, field)
+            # The exact sum, as a decimal string with USD_PLACES places.
+            assert report["models"][model][field] == usd_text(expected), (model, field)
     total = report["total"]
     assert Decimal(total["batch_usd"]) * 2 == Decimal(total["realtime_usd"])
     assert total["input_tokens"] == sum(r.usage.input_tokens for r in results if r.usage)
@@ -228,9 +230,16 @@ def test_a_server_without_batchbus_streams_is_a_clear_error(tmp_path: Path) -> N
     bare = start_nats(str(tmp_path / "bare"))
     try:
         done = batchbus(bare.url, "results", "--tenant", "acme")
-        assert done.exit_code == 2 and "BATCHBUS_RESULTS not found" in done.stderr
+        assert done.exit_code == 2
+        assert done.stderr.startswith(f"error: stream BATCHBUS_RESULTS not found on NATS at "
+                                      f"{bare.url}: the batchbus services have not run")
         status = batchbus(bare.url, "status")
-        assert status.exit_code == 2 and "no batchbus state" in status.stderr
+        assert status.exit_code == 2
+        assert f"batchbus state (KV bucket batches) not found on NATS at {bare.url}" \
+            in status.stderr
+        # Given with --nats, so starting `batchbus up` is not the advice: the server is.
+        assert "--nats names it: point it at the server batchbus runs on" in status.stderr
+        assert len(status.stderr.splitlines()) == 1
     finally:
         bare.stop()
 
@@ -281,6 +290,7 @@ def test_up_runs_the_stack_until_interrupted_and_leaves_nothing(
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("NATS_", "ANTHROPIC_", "BATCHBUS_"))}
     env["BATCHBUS_UP_TEST_MARK"] = marker
+    env["XDG_RUNTIME_DIR"] = str(tmp_path / "run")  # where `batchbus up` records itself
     script = Path(sys.executable).with_name("batchbus")
     process = subprocess.Popen(
         [str(script), "up", "--processing-seconds", "0.5", "--logs", str(tmp_path / "logs")],
@@ -292,12 +302,29 @@ def test_up_runs_the_stack_until_interrupted_and_leaves_nothing(
         store = Path(re.search(r"\(store (\S+)\)", banner)[1])  # type: ignore[index]
         assert len(processes_with(marker)) == 7  # up, nats-server, emulator, 4 services
 
-        async def one() -> Result:
-            async with BatchbusClient(url, "acme") as client:
-                return await client.submit(ticket(1))
+        # Recorded where the CLI in another terminal looks, with the URLs it printed.
+        recorded = tmp_path / "run" / "batchbus" / f"up-{process.pid}.json"
+        assert f"recorded  {recorded} (removed on exit)" in banner
+        state = json.loads(recorded.read_text())
+        assert (state["nats_url"], state["state"], state["pid"]) == (url, "ready", process.pid)
+        assert state["emulator_url"] in banner
 
-        assert asyncio.run(asyncio.wait_for(one(), 60)).status == "succeeded"
+        # Another terminal, without NATS_URL: `env` prints the export line, and the
+        # commands find the stack by themselves.
+        other = {k: v for k, v in env.items() if k != "BATCHBUS_UP_TEST_MARK"}
+        printed = subprocess.run([str(script), "env"], env=other, capture_output=True,
+                                 text=True, timeout=60)
+        assert printed.returncode == 0 and f"export NATS_URL={url}\n" in printed.stdout
+        tasks = tmp_path / "tasks.jsonl"
+        tasks.write_text(json.dumps(ticket(1)) + "\n")
+        submitted = subprocess.run(
+            [str(script), "submit", str(tasks), "--tenant", "acme", "--follow"],
+            env=other, capture_output=True, text=True, timeout=120)
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        assert re.search(r"by status +succeeded 1$", submitted.stdout, re.M)
+
         interrupt_up(process, marker)
+        assert not recorded.exists()  # removed on exit: no other terminal picks a dead stack
         assert not store.exists()  # the temporary store went with the run
         assert (tmp_path / "logs" / "intake.log").is_file()  # the logs asked for stay
     finally:

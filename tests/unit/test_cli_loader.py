@@ -1,11 +1,23 @@
-"""The JSONL loader of `batchbus submit`: Tasks, bare Messages API bodies, and clear errors."""
+"""The JSONL checks of `batchbus submit`: Tasks, bare Messages API bodies, and every bad line
+named at once (JSON, intake's validation, the model catalog, ids used twice, sizes)."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from batchbus.cli.loader import LoadError, generated_id, load_tasks, parse_lines
+from batchbus.cli.loader import (
+    LoadError,
+    check_lines,
+    generated_id,
+    headers_size,
+    intake_checks,
+    load_tasks,
+    oversize,
+    published_size,
+)
 from batchbus.shared import subjects
 
 BODY = {"model": "claude-sonnet-4-6", "max_tokens": 64,
@@ -18,12 +30,16 @@ def lines(*objs: object) -> list[str]:
 
 
 def test_task_lines_pass_through_and_bare_bodies_get_ids_and_their_line() -> None:
-    tasks = parse_lines(lines(TASK, "", BODY), "tickets.jsonl")
+    checked = check_lines(lines(TASK, "", BODY), "tickets.jsonl")
+    assert checked.problems == [] and checked.warnings == []
+    tasks = checked.tasks
     assert tasks[0].task_id == "ticket-1" and tasks[0].metadata == {"ticket": 1}
     bare = tasks[1]
     assert bare.params == BODY
     assert bare.metadata == {"source": "tickets.jsonl", "line": 3}  # the blank line counts
     assert bare.task_id.startswith("tickets-000003-") and subjects.is_token(bare.task_id)
+    assert [line.number for line in checked.lines] == [1, 3]
+    assert checked.lines[0].size == published_size(tasks[0])
 
 
 def test_generated_ids_are_deterministic_and_tell_files_lines_and_bodies_apart() -> None:
@@ -44,32 +60,76 @@ def test_same_file_loaded_twice_gives_the_same_ids(tmp_path: Path) -> None:
     path = tmp_path / "batch.jsonl"
     path.write_text("\n".join(lines(BODY, BODY, TASK)) + "\n")
     first, second = load_tasks(path), load_tasks(path)
-    assert [t.task_id for t in first] == [t.task_id for t in second]
-    assert len({t.task_id for t in first}) == 3  # equal bodies on two lines are two tasks
+    assert [t.task_id for t in first.tasks] == [t.task_id for t in second.tasks]
+    assert len({t.task_id for t in first.tasks}) == 3  # equal bodies on two lines are two tasks
 
 
 @pytest.mark.parametrize(("objs", "message"), [
-    (["{not json"], "line 1: invalid JSON"),
-    (["[1, 2]"], "line 1: expected a JSON object"),
-    ([{"model": "m"}], "line 1: neither a Task"),
-    ([TASK, {**TASK, "unknown": 1}], "line 2: not a valid Task (unknown: Extra inputs"),
-    ([{"task_id": "a b", "params": BODY}], "line 1: task_id 'a b' must match"),
-    ([{"params": BODY}], "line 1: not a valid Task (task_id: Field required"),
-    ([TASK, "", TASK], "line 3: task_id 'ticket-1' is already used on line 1"),
-    (["", "  "], "no tasks in the file"),
+    (["{not json"], "1: invalid JSON: Expecting property name enclosed in double quotes at "
+                    "column 2"),
+    (["[1, 2]"], "1: expected a JSON object (a Task or a Messages API body), got array"),
+    ([{"model": "m"}], "1: neither a Task (task_id, params) nor a Messages API body"),
+    ([TASK, {**TASK, "task_id": "t2", "unknown": 1}], "2: unknown task field(s): unknown"),
+    ([{"task_id": "a b", "params": BODY}], "1: task_id is missing or does not match"),
+    ([{"params": BODY}], "1: task_id is missing"),
+    ([TASK, "", TASK], "3: task_id 'ticket-1' is already used on line 1"),
+    ([{**BODY, "max_tokens": 0}], "1: params.max_tokens must be an integer >= 1"),
+    ([{**BODY, "messages": []}], "1: params.messages must be a non-empty list"),
+    ([{**BODY, "stream": True}], "1: params.stream must be false or absent"),
+    # The model catalog: retired, forbidden params, max_tokens per model.
+    ([{**BODY, "model": "claude-sonnet-4-5"}], "1: params.model 'claude-sonnet-4-5' was retired"),
+    ([{**BODY, "temperature": 0.5}], "1: params.temperature is not accepted by "
+                                     "claude-sonnet-4-6"),
+    ([{**BODY, "max_tokens": 64_001}], "1: params.max_tokens 64001 is above "
+                                       "claude-sonnet-4-6's limit of 64000"),
 ])
-def test_a_bad_line_is_named_and_nothing_is_loaded(objs: list[object], message: str) -> None:
-    with pytest.raises(LoadError) as raised:
-        parse_lines(lines(*objs), "f.jsonl")
-    assert message in str(raised.value)
+def test_a_bad_line_is_named_as_intake_would_reject_it(objs: list[object], message: str) -> None:
+    checked = check_lines(lines(*objs), "f.jsonl")
+    assert any(line.startswith(f"f.jsonl:{message}") for line in checked.listing()), \
+        checked.listing()
+
+
+def test_every_bad_line_is_listed_at_once_in_line_order() -> None:
+    checked = check_lines(lines(TASK, "{oops", "", [1], {**BODY, "max_tokens": 0},
+                                {**TASK, "task_id": "t2"}, TASK), "tasks.jsonl")
+    assert [p.line for p in checked.problems] == [2, 4, 5, 7]
+    listing = checked.listing()
+    assert [line.split(":")[1] for line in listing] == ["2", "4", "5", "7"]
+    assert all(line.startswith("tasks.jsonl:") for line in listing)
+    assert [line.number for line in checked.lines] == [1, 6]  # the good ones, for a count
+    assert checked.count == 6
+
+
+def test_an_unknown_model_is_a_warning_since_intake_also_asks_the_models_api() -> None:
+    checked = check_lines(lines({**BODY, "model": "claude-future-9"}), "f.jsonl")
+    assert checked.problems == [] and len(checked.tasks) == 1
+    [warning] = checked.warning_listing()
+    assert warning.startswith("f.jsonl:1: warning: params.model 'claude-future-9' is not a model")
+
+
+def test_a_deprecated_model_passes_with_a_warning() -> None:
+    checked = check_lines(lines({**BODY, "model": "claude-opus-4-5"}), "f.jsonl")
+    assert checked.problems == []
+    assert "deprecated" in checked.warning_listing()[0]
+
+
+def test_an_empty_file_is_a_load_error() -> None:
+    with pytest.raises(LoadError, match="no tasks in the file"):
+        check_lines(["", "  "], "f.jsonl")
 
 
 def test_a_line_separator_inside_a_json_string_does_not_split_the_line(tmp_path: Path) -> None:
     path = tmp_path / "u2028.jsonl"
     body = {**BODY, "messages": [{"role": "user", "content": "one\u2028two"}]}
     path.write_text(json.dumps(body, ensure_ascii=False) + "\n", encoding="utf-8")
-    (task,) = load_tasks(path)
+    (task,) = load_tasks(path).tasks
     assert task.params["messages"][0]["content"] == "one\u2028two"
+
+
+def test_a_lone_surrogate_is_named_not_a_crash() -> None:
+    checked = check_lines([json.dumps({**BODY, "messages": [
+        {"role": "user", "content": "\ud800"}]})], "f.jsonl")
+    assert "lone UTF-16 surrogate" in checked.listing()[0]
 
 
 def test_an_unreadable_file_is_a_load_error(tmp_path: Path) -> None:
@@ -77,3 +137,41 @@ def test_an_unreadable_file_is_a_load_error(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(LoadError, match="cannot read"):
         load_tasks(path)
+
+
+def test_lines_larger_than_max_payload_are_named_with_size_and_limit() -> None:
+    big = {**BODY, "messages": [{"role": "user", "content": "x" * 5000}]}
+    checked = check_lines(lines(TASK, BODY, big), "tasks.jsonl")
+    size = checked.lines[2].size
+    # Headers count against max_payload: a payload that fits alone may not fit with them.
+    assert oversize(checked, size + headers_size(), "NATS at nats://h:4222") == []
+    [problem] = oversize(checked, size + headers_size() - 1, "NATS at nats://h:4222")
+    assert problem.line == 3
+    [line] = checked.listing([problem])
+    limit = size + headers_size() - 1
+    assert line.startswith(f"tasks.jsonl:3: the task is {size:,} bytes as published, more than "
+                           f"NATS at nats://h:4222 accepts: its max_payload is {limit:,} bytes")
+    assert "not supported yet" in line and "raise max_payload" in line
+
+
+def test_headers_size_is_what_nats_py_sends_with_a_jetstream_publish() -> None:
+    # nats-py: "NATS/1.0\r\n" + "Nats-Expected-Stream: <stream>\r\n" + "\r\n"
+    assert headers_size("S") == len("NATS/1.0\r\nNats-Expected-Stream: S\r\n\r\n")
+
+
+def test_intake_checks_import_without_the_services_dependencies() -> None:
+    """The base install (nats-py, pydantic, typer, rich) runs these checks: importing the CLI
+    and checking a line pulls in none of the services' packages."""
+    heavy = ("faststream", "anthropic", "httpx2", "prometheus_client", "uvicorn", "starlette")
+    probe = ("import json, sys\n"
+             "from batchbus.cli.main import app\n"
+             "from batchbus.cli.loader import check_lines, intake_checks\n"
+             "assert intake_checks() is not None\n"
+             "check_lines(['{\"model\": \"claude-sonnet-4-5\", \"max_tokens\": 1, "
+             "\"messages\": [1]}'], 'f.jsonl')\n"
+             f"print(json.dumps([m for m in {heavy!r} if m in sys.modules]))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
+    assert intake_checks() is not None

@@ -3,7 +3,7 @@
 from decimal import Decimal
 from typing import Any
 
-from batchbus.cli.tally import UNKNOWN_MODEL, Tally
+from batchbus.cli.tally import UNKNOWN_MODEL, Tally, finals, usd_text
 from batchbus.shared.models import Cost, ErrorInfo, Result, Usage
 
 
@@ -34,7 +34,8 @@ def test_sums_are_exact_decimals_per_model() -> None:
     total = tally.total
     assert total.batch_usd == Decimal("1.25") and total.realtime_usd == Decimal("2.5")
     assert total.saved_share == Decimal("0.5")
-    assert tally.models["claude-sonnet-4-6"].as_json()["batch_usd"] == "1.0"
+    # --json: every sum with the same USD_PLACES places, never 1.0 next to 1.25E-7.
+    assert tally.models["claude-sonnet-4-6"].as_json()["batch_usd"] == "1.0000000000"
 
 
 def test_statuses_failures_and_results_that_never_ran() -> None:
@@ -46,6 +47,10 @@ def test_statuses_failures_and_results_that_never_ran() -> None:
     assert [r.task_id for r in tally.not_succeeded] == ["bad", "rej"]
     assert list(tally.models) == ["claude-sonnet-4-6"]  # only results that ran cost anything
     assert tally.count == 3
+    # What ran plus what did not is every result: the cost table's count and the stored
+    # count can agree.
+    assert tally.ran == 1 and tally.not_ran == {"errored": 1, "rejected": 1}
+    assert tally.ran + sum(tally.not_ran.values()) == tally.count == 3
 
 
 def test_a_model_without_a_price_counts_tokens_but_no_dollars() -> None:
@@ -61,3 +66,30 @@ def test_a_cost_without_a_message_is_kept_under_an_unknown_model() -> None:
     tally.add(Result(task_id="c", tenant="acme", status="canceled",
                      cost=Cost(batch_usd=0.5, realtime_usd=1.0, saved_usd=0.5)))
     assert tally.models[UNKNOWN_MODEL].batch_usd == Decimal("0.5")
+
+
+def test_json_money_has_fixed_places_whatever_the_magnitude() -> None:
+    assert [usd_text(Decimal(v)) for v in ("1", "1.25", "1.5E-8", "0.000123", "1234.5")] == [
+        "1.0000000000", "1.2500000000", "0.0000000150", "0.0001230000", "1234.5000000000"]
+    assert usd_text(Decimal("0.00000000005")) == "0.0000000000"  # half to even
+    assert usd_text(Decimal("0.00000000015")) == "0.0000000002"
+
+
+def test_finals_keep_one_result_per_task_the_latest_unless_it_is_a_stale_rejection() -> None:
+    rejected = result("t1", status="rejected", model=None, cost=None)
+    resent = result("t1")
+    other = result("t2")
+    late_copy = result("t2", status="rejected", model=None, cost=None)  # after t2 succeeded
+    twice = [result("t3", status="rejected", model=None, cost=None),
+             result("t3", status="rejected", model=None, cost=None)]
+    found = finals([rejected, other, resent, late_copy, *twice])
+    assert [(r.task_id, r.status) for r in found.kept] == \
+        [("t2", "succeeded"), ("t1", "succeeded"), ("t3", "rejected")]
+    assert found.kept[2] is twice[1]  # the latest rejection of a task never accepted
+    assert found.superseded == [rejected, late_copy, twice[0]]
+    assert found.superseded_at == {0, 3, 4}
+
+
+def test_finals_tell_tenants_apart() -> None:
+    mine, theirs = result("t1"), Result(task_id="t1", tenant="other", status="succeeded")
+    assert finals([mine, theirs]).kept == [mine, theirs]
