@@ -1,6 +1,7 @@
 """The one place that builds an Anthropic SDK client from settings, and reads what the API
 says back that every service needs: a batch's request counts, a refusal's retry-after."""
 
+from collections.abc import Sequence
 from time import monotonic
 
 import anthropic
@@ -51,6 +52,12 @@ REQUEST_COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
 
 def request_counts(batch: MessageBatch) -> dict[str, int]:
     return {name: int(getattr(batch.request_counts, name)) for name in REQUEST_COUNTS}
+
+
+def beta_headers(betas: Sequence[str]) -> dict[str, str]:
+    """What a call for a task with these betas sends: the `anthropic-beta` header, comma
+    separated as the SDK's `betas=` sends it; nothing without betas."""
+    return {"anthropic-beta": ",".join(betas)} if betas else {}
 
 
 def retry_after(exc: anthropic.APIStatusError) -> float | None:

@@ -63,6 +63,12 @@ class Cost(BaseModel):
     realtime_usd: float
     saved_usd: float
 
+    @property
+    def spent_usd(self) -> Decimal:
+        """What was spent (`batch_usd`: full price for real-time), exactly as it prints: a
+        budget adds it to a Decimal total."""
+        return Decimal(repr(self.batch_usd))
+
 
 class CostFields(TypedDict):
     """A Cost as a plain dict (see ResultFields)."""
@@ -183,7 +189,8 @@ class AcceptedTask(_Internal):
 
 
 class ManifestEntry(_Internal):
-    """Maps one `custom_id` of a batch back to the task attempt it carries."""
+    """Maps one `custom_id` of a batch back to the task attempt it carries, with what the
+    notifier needs of the task for its result (it reads the task itself only to retry it)."""
 
     custom_id: str
     tenant: str
@@ -195,34 +202,44 @@ class ManifestEntry(_Internal):
     accepted_seq: int
     webhook: str | None = None
     reservation: Reservation | None = None
+    warnings: list[str] = Field(default_factory=list)  # the task's, for its final result
+    fallback_model: str | None = None  # where a refused request goes next
+    prior_cost: Cost | None = None  # what the task's earlier attempts cost (a refusal)
 
     # Stored as a positional JSON row: a 100,000-line manifest is held in memory while its
     # results stream in, and field names would double its size. Trailing defaults are left
-    # out, so rows written before a field was added still read.
+    # out, so rows written before a field was added still read; no warnings are a null.
     def to_row(self) -> bytes:
         return self.row(self.custom_id, self.tenant, self.task_id, self.attempt, self.model,
                         self.metadata, self.published_at, self.accepted_seq, self.webhook,
-                        self.reservation)
+                        self.reservation, self.warnings, self.fallback_model, self.prior_cost)
 
     @staticmethod
     def row(custom_id: str, tenant: str, task_id: str, attempt: int, model: str,
             metadata: dict[str, Any], published_at: datetime, accepted_seq: int,
-            webhook: str | None, reservation: Reservation | None) -> bytes:
+            webhook: str | None, reservation: Reservation | None, warnings: list[str],
+            fallback_model: str | None, prior_cost: Cost | None) -> bytes:
         """The row of the entry these fields make, without building it (the batcher writes
         one per task it takes)."""
         values: list[Any] = [custom_id, tenant, task_id, attempt, model, metadata,
                              published_at.isoformat(), accepted_seq, webhook,
-                             reservation.model_dump(mode="json") if reservation else None]
+                             reservation.model_dump(mode="json") if reservation else None,
+                             warnings or None, fallback_model,
+                             prior_cost.model_dump() if prior_cost else None]
         while values[-1] is None:
             values.pop()
         return to_json(values)  # pydantic's encoder: compact UTF-8, twice json.dumps' speed
 
     @classmethod
     def from_row(cls, row: bytes) -> "ManifestEntry":
-        return cls.model_validate(dict(zip(_ROW_FIELDS, parse_json(row), strict=False)))
+        values = parse_json(row)
+        if len(values) > _WARNINGS and values[_WARNINGS] is None:
+            values[_WARNINGS] = []  # none, written as a null to keep a later field's place
+        return cls.model_validate(dict(zip(_ROW_FIELDS, values, strict=False)))
 
 
 _ROW_FIELDS = tuple(ManifestEntry.model_fields)  # the row's positions
+_WARNINGS = _ROW_FIELDS.index("warnings")
 
 # intent -> submitted -> ended -> delivered; the record goes once delivered *and* acked.
 BatchState = Literal["intent", "submitted", "ended", "delivered"]

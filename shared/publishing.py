@@ -18,6 +18,7 @@ from batchbus.shared.models import (
     AcceptedTask,
     Attempt,
     BatchEvent,
+    Cost,
     DeadLetter,
     ErrorInfo,
     Reservation,
@@ -106,20 +107,24 @@ async def publish_canceled(js: JetStreamContext, tenant: str, task_id: str,
                            metadata: dict[str, object], attempts: int,
                            batch_id: str | None = None, usage: Usage | None = None,
                            webhook: str | None = None,
-                           reservation: Reservation | None = None) -> bool:
+                           reservation: Reservation | None = None,
+                           warnings: Sequence[str] = (),
+                           prior_cost: Cost | None = None) -> bool:
     """The task's final `canceled` result; False if it already had a final result.
 
-    A task canceled before it ran releases its budget `reservation` (only when its result is
-    newly stored, so a repeat never releases twice).
+    A task canceled before its attempt ran settles its budget `reservation` with what its
+    earlier attempts cost (`prior_cost`: a refusal before its fallback; none: a release),
+    only when its result is newly stored, so a repeat never settles twice.
     """
     result = Result(task_id=task_id, tenant=tenant, status="canceled", batch_id=batch_id,
                     route="batch" if batch_id else None, attempts=attempts, usage=usage,
-                    metadata=metadata,
+                    cost=prior_cost, metadata=metadata, warnings=list(warnings),
                     error=ErrorInfo(type="canceled", message="canceled at the owner's request"))
     if not await publish_result(js, result, subjects.result_msg_id(tenant, task_id), webhook):
         return False
     if usage is None:
-        await budgets.release(js, tenant, reservation)
+        await budgets.release(js, tenant, reservation,
+                              prior_cost.spent_usd if prior_cost else budgets.ZERO)
     return True
 
 
@@ -133,8 +138,9 @@ async def publish_dead_letter(js: JetStreamContext, task: AcceptedTask, history:
                   subjects.result_msg_id(task.tenant, task.task_id))
 
 
-async def publish_accepted(js: JetStreamContext, task: AcceptedTask) -> None:
-    await send(js, accepted_message(task))
+async def publish_accepted(js: JetStreamContext, task: AcceptedTask) -> bool:
+    """Hands a task attempt to the batcher; False when the stream already had it."""
+    return not (await send(js, accepted_message(task))).duplicate
 
 
 async def publish_event(js: JetStreamContext, event: BatchEvent, tenants: Sequence[str],

@@ -1,16 +1,20 @@
-"""Pure batching logic: custom ids, request sizes and the count/bytes/time flush policy."""
+"""Pure batching logic: custom ids, request sizes, beta sets and the flush policy (count,
+bytes, time, and a change of betas)."""
 
 import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic_core import to_json
 
 T = TypeVar("T")
-FlushReason = Literal["count", "bytes", "time"]
+FlushReason = Literal["count", "bytes", "time", "betas"]
+# A batch's betas (its create's `anthropic-beta` header), sorted and each once: every request
+# of a batch gets them, so only tasks with equal sets share a batch.
+Betas = tuple[str, ...]
 
 BODY_CHUNK = 1000  # requests per encoded piece of a create body
 # `{"requests":[` ... `]}` around the comma-separated requests.
@@ -53,6 +57,11 @@ def batch_body(requests: Sequence[bytes]) -> tuple[int, AsyncIterator[bytes]]:
     return length, pieces()
 
 
+def beta_set(betas: Iterable[str]) -> Betas:
+    """A task's betas as batches compare them: order and repeats do not make a new set."""
+    return tuple(sorted(set(betas)))
+
+
 def prefix_key(params: dict[str, Any]) -> str:
     """Digest of what prompt caching can share: model, system prompt and tools. Equal
     prompts get equal keys; it orders the requests of a batch, so requests that can share
@@ -74,18 +83,35 @@ class FlushPolicy:
 
 @dataclass
 class PendingBatch(Generic[T]):
-    """Requests waiting for a flush; `now` is a monotonic clock reading in seconds."""
+    """Requests waiting for a flush, all with the same betas; `now` is a monotonic clock
+    reading in seconds."""
 
     policy: FlushPolicy
     items: list[T] = field(default_factory=list)
     bytes: int = ENVELOPE_BYTES
     oldest: float | None = None
+    betas: Betas = ()  # of every item; set by the first
 
     def fits(self, size: int) -> bool:
         return (len(self.items) < self.policy.max_requests
                 and self.bytes + size <= self.policy.max_bytes)
 
-    def add(self, item: T, size: int, now: float) -> None:
+    def admits(self, betas: Betas) -> bool:
+        return not self.items or betas == self.betas
+
+    def flush_before(self, betas: Betas, size: int) -> FlushReason | None:
+        """Why the pending requests must go before a request of `betas` and `size` can join
+        them, or None. Never a reason to flush nothing."""
+        if not self.items:
+            return None
+        if not self.admits(betas):
+            return "betas"
+        return None if self.fits(size) else "bytes"
+
+    def add(self, item: T, size: int, now: float, betas: Betas = ()) -> None:
+        if not self.admits(betas):
+            raise ValueError(f"betas {betas} cannot join a batch of {self.betas}")
+        self.betas = betas
         self.items.append(item)
         self.bytes += size
         if self.oldest is None:
@@ -104,7 +130,7 @@ class PendingBatch(Generic[T]):
 
     def take(self) -> list[T]:
         items, self.items = self.items, []
-        self.bytes, self.oldest = ENVELOPE_BYTES, None
+        self.bytes, self.oldest, self.betas = ENVELOPE_BYTES, None, ()
         return items
 
 

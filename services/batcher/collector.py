@@ -114,11 +114,14 @@ class Collector:
             log.error("internal message at seq %s holds no JSON request; terminating it", seq)
             await msg.term()
             return
-        if not self.pending.fits(item.size):
-            await self.flush("bytes")
+        # A batch has one set of betas: a task of another set, or one too big to join, sends
+        # the pending ones first. Each flush leaves fewer pending (a distinct count keeps
+        # some back), so this ends, at the latest with none.
+        while (reason := self.pending.flush_before(item.betas, item.size)) is not None:
+            await self.flush(reason)
         if not self.pending.items:
             self.ownership.restart(self.fetched_at)
-        self.pending.add(item, item.size, monotonic())
+        self.pending.add(item, item.size, monotonic(), item.betas)
         self.held.add(seq)
         if self.pending.flush_reason(monotonic()) == "count":
             await self.flush("count")
@@ -172,7 +175,7 @@ class Collector:
         while len(items) > distinct_count(len(items), self.guard.unresolved_counts):
             kept = items.pop()
             size -= kept.size
-            self.pending.add(kept, kept.size, monotonic())
+            self.pending.add(kept, kept.size, monotonic(), kept.betas)
             self.held.add(kept.seq)
         return items, size
 
@@ -209,7 +212,8 @@ class Collector:
     async def _cancel(self, msg: Msg, task: AcceptedTask | ManifestEntry) -> None:
         if await publish_canceled(self.js, task.tenant, task.task_id, task.metadata,
                                   task.attempt - 1, webhook=task.webhook,
-                                  reservation=task.reservation):
+                                  reservation=task.reservation, warnings=task.warnings,
+                                  prior_cost=task.prior_cost):
             self.metrics.results.labels("canceled").inc()
         await msg.ack()
 

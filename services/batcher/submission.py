@@ -21,9 +21,16 @@ from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from batchbus.services.batcher import failpoints
-from batchbus.services.batcher.batching import batch_body, custom_id, encode_request, prefix_key
+from batchbus.services.batcher.batching import (
+    Betas,
+    batch_body,
+    beta_set,
+    custom_id,
+    encode_request,
+    prefix_key,
+)
 from batchbus.services.batcher.metrics import BatcherMetrics
-from batchbus.shared.anthropic_client import request_counts, retry_after
+from batchbus.shared.anthropic_client import beta_headers, request_counts, retry_after
 from batchbus.shared.models import AcceptedTask, BatchRecord, ManifestEntry
 from batchbus.shared.records import BatchRecords
 
@@ -49,6 +56,7 @@ class Pending:
     row: bytes  # its ManifestEntry as the manifest stores it
     request: bytes
     prefix: str  # requests that share it can share a prompt cache
+    betas: Betas  # only requests with the same share a batch
 
     @classmethod
     def of(cls, msg: Msg, task: AcceptedTask) -> "Pending":
@@ -59,9 +67,11 @@ class Pending:
         # for each of 100,000 tasks cost more than writing its row.
         row = ManifestEntry.row(cid, task.tenant, task.task_id, task.attempt,
                                 str(task.params.get("model", "")), task.metadata,
-                                task.published_at, seq, task.webhook, task.reservation)
+                                task.published_at, seq, task.webhook, task.reservation,
+                                task.warnings, task.fallback_model, task.prior_cost)
         return cls(msg, seq, task.tenant, task.task_id, task.published_at, row,
-                   encode_request(cid, task.params), prefix_key(task.params))
+                   encode_request(cid, task.params), prefix_key(task.params),
+                   beta_set(task.betas))
 
     @property
     def size(self) -> int:
@@ -113,6 +123,9 @@ class Submitter:
         Withdrawn (nothing was created; drop the tasks).
         """
         started = monotonic()
+        betas = items[0].betas if items else ()
+        if any(i.betas != betas for i in items):  # the header would not be theirs
+            raise ValueError("requests with different betas cannot share a batch")
         intent = BatchRecord(intent_id=uuid.uuid4().hex, state="intent", requests=len(items),
                              bytes=size, intent_at=datetime.now(UTC),
                              tenants=sorted({i.tenant for i in items}))
@@ -127,7 +140,7 @@ class Submitter:
             log.warning("intent %s withdrawn before its create: this batcher was paused",
                         intent.intent_id)
             raise Withdrawn(intent.intent_id)
-        batch = await self._create(intent, revision, [i.request for i in items])
+        batch = await self._create(intent, revision, [i.request for i in items], betas)
         failpoints.hit("batcher.after_create")
         record = await self.record(intent, batch)
         failpoints.hit("batcher.after_record")
@@ -136,19 +149,23 @@ class Submitter:
         self.metrics.batch_bytes.observe(size)
         return record
 
-    async def _create(self, intent: BatchRecord, revision: int,
-                      requests: list[bytes]) -> MessageBatch:
+    async def _create(self, intent: BatchRecord, revision: int, requests: list[bytes],
+                      betas: Betas) -> MessageBatch:
         try:
             # messages.batches.create's endpoint, with the requests already encoded (the
             # client's default Content-Type is JSON) and sent piece by piece; the length
-            # given, so it goes as one plain body, not chunked.
+            # given, so it goes as one plain body, not chunked. Betas go as the SDK's beta
+            # create sends them: the anthropic-beta header on the same endpoint. The batch is
+            # the same resource either way (listed, retrieved and read as any other), so
+            # resolving a create in doubt and polling need no betas.
             length, body = batch_body(requests)
             batch = await self.client.post(
                 "/v1/messages/batches", cast_to=MessageBatch, content=body,
-                options={"headers": {"Content-Length": str(length)}})
+                options={"headers": {"Content-Length": str(length), **beta_headers(betas)}})
             self.metrics.create_outcomes.labels("created").inc()
-            log.info("created batch %s for intent %s (%d requests)",
-                     batch.id, intent.intent_id, intent.requests)
+            log.info("created batch %s for intent %s (%d requests%s)", batch.id,
+                     intent.intent_id, intent.requests,
+                     f", betas {','.join(betas)}" if betas else "")
             return batch
         except anthropic.APIStatusError as exc:
             self.metrics.api_errors.labels("create", str(exc.status_code)).inc()

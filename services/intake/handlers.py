@@ -173,15 +173,15 @@ class TaskIntake:
             self.metrics.tasks_deduplicated.inc()
             return None
         if subjects.task_key(tenant, task.task_id) in self.cancels:
-            return self._cancel(tenant, task)
+            return self._cancel(tenant, task, admitted.warnings)
         budgets = self.budgets
         if budgets is not None and tenant in budgets.limits:
             return self._reserve(budgets, admitted, claim == "redelivered")
         return admitted, self._accepted(admitted, None)
 
-    async def _cancel(self, tenant: str, task: Task) -> None:
+    async def _cancel(self, tenant: str, task: Task, warnings: Sequence[str] = ()) -> None:
         if await publish_canceled(self.js, tenant, task.task_id, task.metadata, 0,
-                                  webhook=task.webhook):
+                                  webhook=task.webhook, warnings=warnings):
             self.metrics.results.labels("canceled").inc()
 
     async def _reserve(self, budgets: BudgetGate, admitted: Admitted,

@@ -10,17 +10,65 @@ from pydantic import TypeAdapter
 
 from batchbus.services.notifier.metrics import NotifierMetrics
 from batchbus.shared.budgets import SettleOutcome
-from batchbus.shared.models import ManifestEntry, Result, ResultFields
+from batchbus.shared.models import (
+    Cost,
+    CostFields,
+    ManifestEntry,
+    RefusalFields,
+    Result,
+    ResultFields,
+    UsageFields,
+)
 from batchbus.shared.pricing import PriceTable
 
 log = logging.getLogger("batchbus.notifier")
 
-# The `tokens` counter's kinds, in the order `_count` sums a result's usage fields.
+# The `tokens` counter's kinds, in the order `_Spend` sums a result's usage fields.
 TOKEN_KINDS = ("input", "output", "cache_write", "cache_read")
-# A newly stored final result (its Result's fields), its model and when its task was published.
-Stored = tuple[ResultFields, str, datetime]
+NO_CATEGORY = "none"  # the `refusals` label of a refusal the API gave no category
+# A newly stored final result (its Result's fields), its model, when its task was published,
+# and what its earlier attempts cost (counted already, when they were billed).
+Stored = tuple[ResultFields, str, datetime, Cost | None]
 # A real-time Result as the fields `_count` reads (its ErrorInfo back to a model); one a call.
 _AS_FIELDS = TypeAdapter(ResultFields)
+
+
+def refusal_label(refusal: RefusalFields) -> str:
+    return refusal["category"] or NO_CATEGORY
+
+
+class _Spend:
+    """Tokens and money of many billed attempts, summed so that each counter is increased
+    once: one `inc` per token kind and model, and money counter, instead of eight per
+    result (each takes a lock)."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, list[int]] = {}  # model -> the TOKEN_KINDS' sums
+        self.unpriced: dict[str, list[str]] = {}  # model -> task ids
+        self.batch = self.realtime = self.saved = 0.0
+        self.priced = False
+
+    def add(self, task_id: str, model: str, usage: UsageFields, cost: CostFields | None,
+            prior: Cost | None = None) -> None:
+        """One attempt's spend; `cost` holds `prior` too (a final result's), taken off here."""
+        sums = self.tokens.get(model)
+        if sums is None:
+            sums = self.tokens[model] = [0, 0, 0, 0]
+        sums[0] += usage["input_tokens"]
+        sums[1] += usage["output_tokens"]
+        sums[2] += usage["cache_creation_input_tokens"]
+        sums[3] += usage["cache_read_input_tokens"]
+        if cost is None:
+            self.unpriced.setdefault(model, []).append(task_id)
+            return
+        self.priced = True
+        self.batch += cost["batch_usd"]
+        self.realtime += cost["realtime_usd"]
+        self.saved += cost["saved_usd"]
+        if prior is not None:
+            self.batch -= prior.batch_usd
+            self.realtime -= prior.realtime_usd
+            self.saved -= prior.saved_usd
 
 
 class Accounting:
@@ -33,58 +81,61 @@ class Accounting:
 
     def results(self, stored: Iterable[tuple[ResultFields, ManifestEntry]]) -> None:
         """Counts the batch results a window stored anew, each as its Result's fields."""
-        self._count((fields, entry.model, entry.published_at) for fields, entry in stored)
+        self._count((fields, entry.model, entry.published_at, entry.prior_cost)
+                    for fields, entry in stored)
 
-    def final(self, result: Result, model: str, published_at: datetime) -> None:
+    def final(self, result: Result, model: str, published_at: datetime,
+              prior: Cost | None = None) -> None:
         """Counts a stored final result of either route (a real-time one's cost.batch_usd is
         its full price, so `cost_batch` stays what was spent)."""
-        self._count([(_AS_FIELDS.validate_python(result.model_dump()), model, published_at)])
+        self._count([(_AS_FIELDS.validate_python(result.model_dump()), model, published_at,
+                      prior)])
+
+    def refused(self, task_id: str, model: str, usage: UsageFields, cost: CostFields | None,
+                refusal: RefusalFields) -> None:
+        """A refused answer whose task goes on to its fallback model: a refusal and a retry,
+        and money spent now (it was billed). The final result carries this cost in its
+        `prior_cost` and does not count it again."""
+        self.metrics.refusals.labels(refusal_label(refusal)).inc()
+        self.retry("refusal")
+        spend = _Spend()
+        spend.add(task_id, model, usage, cost)
+        self._spent(spend)
 
     def _count(self, stored: Iterable[Stored]) -> None:
-        """Sums tokens and money over the results first: one `inc` per status, token kind
-        and model, and money counter, instead of eight per result (each takes a lock). The
-        latency histogram still sees every result."""
+        """Sums over the results first (see _Spend); the latency histogram still sees every
+        result."""
         now = datetime.now(UTC)
         observe = self.metrics.task_latency.observe
         statuses: Tally[str] = Tally()
-        tokens: dict[str, list[int]] = {}  # model -> the TOKEN_KINDS' sums
-        unpriced: dict[str, list[str]] = {}  # model -> task ids
-        batch = realtime = saved = 0.0
-        priced = False
-        for fields, model, published_at in stored:
+        refusals: Tally[str] = Tally()
+        spend = _Spend()
+        for fields, model, published_at, prior in stored:
             statuses[fields["status"]] += 1
             observe(max(0.0, (now - published_at).total_seconds()))
+            if (refusal := fields["refusal"]) is not None:
+                refusals[refusal_label(refusal)] += 1
             usage = fields["usage"]
-            if usage is None:
-                continue
-            sums = tokens.get(model)
-            if sums is None:
-                sums = tokens[model] = [0, 0, 0, 0]
-            sums[0] += usage["input_tokens"]
-            sums[1] += usage["output_tokens"]
-            sums[2] += usage["cache_creation_input_tokens"]
-            sums[3] += usage["cache_read_input_tokens"]
-            cost = fields["cost"]
-            if cost is None:
-                unpriced.setdefault(model, []).append(fields["task_id"])
-                continue
-            priced = True
-            batch += cost["batch_usd"]
-            realtime += cost["realtime_usd"]
-            saved += cost["saved_usd"]
+            if usage is not None:  # no reply: this attempt spent nothing (its prior is counted)
+                spend.add(fields["task_id"], model, usage, fields["cost"], prior)
         for status, count in statuses.items():
             self._status(status).inc(count)
-        for model, sums in tokens.items():
+        for category, count in refusals.items():
+            self.metrics.refusals.labels(category).inc(count)
+        self._spent(spend)
+
+    def _spent(self, spend: _Spend) -> None:
+        for model, sums in spend.tokens.items():
             for kind, value in zip(TOKEN_KINDS, sums, strict=True):
                 self._tokens(kind, model).inc(value)
-        for model, task_ids in unpriced.items():
+        for model, task_ids in spend.unpriced.items():
             self.metrics.unknown_models.inc(len(task_ids))
             log.warning("no price for model %s; cost of %d result(s) not counted (%s%s)", model,
                         len(task_ids), ", ".join(task_ids[:3]), ", ..." if len(task_ids) > 3 else "")
-        if priced:
-            self.metrics.cost_batch.inc(batch)
-            self.metrics.cost_realtime.inc(realtime)
-            self.metrics.cost_saved.inc(saved)
+        if spend.priced:
+            self.metrics.cost_batch.inc(spend.batch)
+            self.metrics.cost_realtime.inc(spend.realtime)
+            self.metrics.cost_saved.inc(spend.saved)
 
     def _status(self, status: str) -> Counter:
         child = self._status_counters.get(status)

@@ -14,16 +14,21 @@ from nats.js.errors import NotFoundError
 
 from batchbus.services.notifier.accounting import Accounting
 from batchbus.services.notifier.results import (
+    Fallback,
     Final,
     Retry,
     attempt_record,
+    billed,
     canceled,
     classify,
+    fallback_task,
     last_attempt,
     missing_result,
+    refused_attempt,
     result_fields,
     result_json,
     retry_delay,
+    with_prior_usd,
 )
 from batchbus.services.notifier.settings import NotifierSettings
 from batchbus.shared import publishing, subjects
@@ -129,10 +134,11 @@ class Delivery:
         settling: list[Settling] = []
         needs_task: list[Awaitable[Settling | None]] = []
         for entry, result in lines:
-            outcome = classify(result, entry.attempt, self.settings.max_attempts)
+            outcome = classify(result, entry.attempt, self.settings.max_attempts,
+                               entry.fallback_model)
             if subjects.task_key(entry.tenant, entry.task_id) in self.cancels:
                 outcome = canceled(result)
-            if isinstance(outcome, Retry) or outcome.exhausted:
+            if isinstance(outcome, Retry | Fallback) or outcome.exhausted:
                 needs_task.append(self._with_task(entry, result, outcome, batch_id))
             else:
                 settling.append(Settling(entry, result, outcome, None))
@@ -161,13 +167,18 @@ class Delivery:
             raise errors[0]
 
     async def _with_task(self, entry: ManifestEntry, result: dict[str, Any],
-                         outcome: Final | Retry, batch_id: str) -> "Settling | None":
-        """A retry is sent back to the batcher (None); a final result keeps the attempt's task
-        for its dead letter."""
+                         outcome: Final | Retry | Fallback, batch_id: str) -> "Settling | None":
+        """A retry or a fallback is sent back to the batcher (None); a final result keeps the
+        attempt's task for its dead letter. Without its task (retention dropped it) there
+        is no next attempt: this one is final (a refused answer as it is)."""
         task = await self._task(entry)
-        if isinstance(outcome, Retry):
+        if isinstance(outcome, Retry | Fallback):
             if task is not None:
-                await self._retry(task, attempt_record(result, entry.attempt, batch_id), outcome)
+                if isinstance(outcome, Retry):
+                    await self._retry(task, attempt_record(result, entry.attempt, batch_id),
+                                      outcome)
+                else:
+                    await self._fall_back(task, entry, outcome, batch_id)
                 return None
             outcome = last_attempt(result, entry.attempt)
         return Settling(entry, result, outcome, task)
@@ -184,7 +195,8 @@ class Delivery:
         if entry.reservation is None or self.budgets is None:
             return
         usage = (message or {}).get("usage")
-        actual = spent_usd(self.accounting.prices, entry.model, usage, realtime=False)
+        spent = spent_usd(self.accounting.prices, entry.model, usage, realtime=False)
+        actual = with_prior_usd(spent, entry.prior_cost)  # a refused attempt's too
         self.accounting.settlement(
             await self.budgets.settle_final(entry.tenant, entry.reservation, actual))
 
@@ -206,6 +218,19 @@ class Delivery:
             "not_before": datetime.now(UTC) + timedelta(seconds=delay)})
         await publish_accepted(self.js, nxt)
         self.accounting.retry(retry.reason)
+
+    async def _fall_back(self, task: AcceptedTask, entry: ManifestEntry, fallback: Fallback,
+                         batch_id: str) -> None:
+        """Sends a refused task to its fallback model as its next attempt: the API ignores
+        server-side fallbacks in batches, so re-routing is ours. The refused answer was
+        billed: counted here, once (a replayed line finds its next attempt stored)."""
+        usage, cost = billed(fallback.message, entry.model, self.accounting.prices)
+        refused = refused_attempt(entry.attempt, batch_id, entry.model, fallback.refusal, cost)
+        if await publish_accepted(self.js, fallback_task(task, refused, fallback.model)):
+            self.accounting.refused(entry.task_id, entry.model, usage, cost, fallback.refusal)
+        log.info("task %s/%s refused by %s (%s); attempt %d goes to %s", entry.tenant,
+                 entry.task_id, entry.model, fallback.refusal["category"], entry.attempt + 1,
+                 fallback.model)
 
     async def _dead_letter(self, task: AcceptedTask, history: list[Attempt], final: Result) -> None:
         await publish_dead_letter(self.js, task, history, final)

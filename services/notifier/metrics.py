@@ -19,6 +19,10 @@ class NotifierMetrics(ServiceMetrics):
         # No labels, so the series exists at 0 and the first dead letter shows in increase().
         self.dead_letters = self.counter("dead_letters_total",
                                          "Task attempts given up on as dead letters")
+        # The API's categories are few; a refusal it names none of is "none".
+        self.refusals = self.counter("refusals_total",
+                                     "Refused answers (stop_reason refusal), by category",
+                                     ["category"])
         self.tokens = self.counter("tokens_total", "Tokens used, by kind and model",
                                    ["kind", "model"])
         self.cost_batch = self.counter("cost_batch_usd_total",

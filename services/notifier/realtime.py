@@ -5,6 +5,10 @@ Never silently pays twice: a marker in KV `realtime_calls` is written before eac
 task message that comes back while its marker says a call was under way (the worker died
 mid-call, so the call may have run and been billed) counts that call as a used attempt: it is
 made again only while attempts remain, and is counted as `interrupted`.
+
+A refused answer (stop_reason "refusal") of a task with a fallback model is not final here:
+the task's next attempt goes to the batch path on that model, like a retry of a batch task
+(the marker says `rerouted` until it is handed over, so a repeat never calls again).
 """
 
 import contextlib
@@ -22,15 +26,34 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, Field
 
 from batchbus.services.notifier.accounting import Accounting
-from batchbus.services.notifier.results import retry_delay, usage_of
+from batchbus.services.notifier.results import (
+    fallback_task,
+    refusal_of,
+    refused_attempt,
+    retry_delay,
+    usage_fields,
+    usage_of,
+    with_prior,
+    with_prior_usd,
+)
 from batchbus.services.notifier.settings import NotifierSettings
 from batchbus.shared import consumer, subjects
-from batchbus.shared.anthropic_client import retry_after
+from batchbus.shared.anthropic_client import beta_headers, retry_after
 from batchbus.shared.budgets import Budgets, spent_usd
 from batchbus.shared.cancels import Cancels
-from batchbus.shared.models import AcceptedTask, Attempt, Cost, ErrorInfo, Result, Status
-from batchbus.shared.pricing import PriceTable
-from batchbus.shared.publishing import publish_dead_letter, publish_result
+from batchbus.shared.models import (
+    AcceptedTask,
+    Attempt,
+    Cost,
+    CostFields,
+    ErrorInfo,
+    Refusal,
+    RefusalFields,
+    Result,
+    Status,
+)
+from batchbus.shared.pricing import PriceTable, TokenCounts
+from batchbus.shared.publishing import publish_accepted, publish_dead_letter, publish_result
 from batchbus.shared.runtime import kept_alive, readable, serve_each
 
 log = logging.getLogger("batchbus.notifier")
@@ -47,7 +70,9 @@ NO_BATCH = ""  # Attempt.batch_id of a real-time attempt
 class CallMarker(BaseModel):
     """A task's real-time progress, written before each call and after each outcome."""
 
-    state: Literal["calling", "failed", "done"]
+    # rerouted: the last call was refused, and the task goes to its fallback model on the
+    # batch path (its history ends with the refusal).
+    state: Literal["calling", "failed", "rerouted", "done"]
     attempt: int  # the call under way, or the last one made
     history: list[Attempt] = Field(default_factory=list)  # the calls that failed
 
@@ -86,20 +111,30 @@ def classify_failure(exc: anthropic.APIError | UnexpectedReply) -> CallFailure:
                                                      f"HTTP {status}"), retry_after(exc))
 
 
+def realtime_cost(prices: PriceTable, model: str, tokens: TokenCounts) -> CostFields | None:
+    """A real-time call's cost at full price: batch_usd (what was spent) equals realtime_usd,
+    and saved_usd is 0."""
+    full = prices.realtime_usd(model, tokens)
+    if full is None:
+        return None
+    return {"batch_usd": float(full), "realtime_usd": float(full), "saved_usd": 0.0}
+
+
 def realtime_result(task: AcceptedTask, status: Status, attempts: int, prices: PriceTable,
                     message: dict[str, Any] | None = None,
                     error: ErrorInfo | None = None) -> Result:
-    """The task's final Result. Cost is at full price: batch_usd (what was spent) equals
-    realtime_usd, and saved_usd is 0."""
-    usage = cost = None
+    """The task's final Result, at full price (see realtime_cost) and with what its earlier
+    billed attempts cost."""
+    usage = cost = refusal = None
     if message is not None:
         usage, tokens = usage_of(message)
-        full = prices.realtime_usd(str(task.params.get("model")), tokens)
-        if full is not None:
-            cost = Cost(batch_usd=float(full), realtime_usd=float(full), saved_usd=0.0)
+        cost = realtime_cost(prices, str(task.params.get("model")), tokens)
+        refusal = refusal_of(message)
+    total = with_prior(cost, message is not None, task.prior_cost)
     return Result(task_id=task.task_id, tenant=task.tenant, status=status, message=message,
-                  error=error, usage=usage, cost=cost, route="realtime", attempts=attempts,
-                  metadata=task.metadata)
+                  error=error, usage=usage, cost=None if total is None else Cost(**total),
+                  route="realtime", attempts=attempts, metadata=task.metadata,
+                  warnings=task.warnings, refusal=None if refusal is None else Refusal(**refusal))
 
 
 class RealtimeCalls:
@@ -135,6 +170,9 @@ class RealtimeCalls:
         if marker is not None and marker.state == "done":
             await msg.ack()
             return
+        if marker is not None and marker.state == "rerouted" and task.fallback_model:
+            await self._hand_over(msg, task, key, marker, task.fallback_model)  # again
+            return
         history = marker.history if marker is not None else []
         if marker is not None and marker.state == "calling":
             if await self._has_result(task):
@@ -166,7 +204,7 @@ class RealtimeCalls:
             return
         try:
             async with kept_alive(msg.in_progress, self.settings.ack_wait_seconds / 4):
-                message = await self._call(task.params)
+                message = await self._call(task.params, task.betas)
         except (anthropic.APIError, UnexpectedReply) as exc:
             failure = classify_failure(exc)
             self.accounting.realtime_call(failure.outcome)
@@ -187,8 +225,40 @@ class RealtimeCalls:
                                         self.settings.retry_max_delay_seconds))
             return
         self.accounting.realtime_call("succeeded")
+        refusal = refusal_of(message)
+        if refusal is not None and task.fallback_model and attempt < self.settings.max_attempts:
+            await self._fall_back(msg, task, key, history, attempt, message, refusal,
+                                  task.fallback_model)
+            return
         await self._finish(msg, task, realtime_result(
             task, "succeeded", attempt, self.accounting.prices, message=message), key)
+
+    async def _fall_back(self, msg: Msg, task: AcceptedTask, key: str, history: list[Attempt],
+                         attempt: int, message: dict[str, Any], refusal: RefusalFields,
+                         model: str) -> None:
+        """A refused answer: the task's next attempt goes to `model` on the batch path. The
+        call was billed: counted now, once (a repeat finds the marker `rerouted`)."""
+        refused_model = str(task.params.get("model"))
+        tokens = TokenCounts.from_usage(message.get("usage") or {})
+        cost = realtime_cost(self.accounting.prices, refused_model, tokens)
+        self.accounting.refused(task.task_id, refused_model, usage_fields(tokens), cost, refusal)
+        rerouted = CallMarker(state="rerouted", attempt=attempt, history=[
+            *history, refused_attempt(attempt, NO_BATCH, refused_model, refusal, cost)])
+        await self.markers.put(key, rerouted.model_dump_json().encode())
+        log.info("task %s/%s refused by %s (%s); attempt %d goes to %s in a batch",
+                 task.tenant, task.task_id, refused_model, refusal["category"], attempt + 1,
+                 model)
+        await self._hand_over(msg, task, key, rerouted, model)
+
+    async def _hand_over(self, msg: Msg, task: AcceptedTask, key: str, rerouted: CallMarker,
+                         model: str) -> None:
+        """Publishes the next attempt for the batcher (deduplicated by its attempt, so a
+        repeat stores nothing new), then the task is done here."""
+        *earlier, refused = rerouted.history
+        await publish_accepted(self.js, fallback_task(task, refused, model, earlier))
+        await self.markers.put(key, CallMarker(
+            state="done", attempt=rerouted.attempt).model_dump_json().encode())
+        await msg.ack()
 
     async def _exhausted(self, msg: Msg, task: AcceptedTask, key: str, history: list[Attempt],
                          attempts: int) -> None:
@@ -206,20 +276,23 @@ class RealtimeCalls:
                                       subjects.result_msg_id(task.tenant, task.task_id),
                                       task.webhook)
         if stored:
-            self.accounting.final(final, str(task.params.get("model")), task.published_at)
+            self.accounting.final(final, str(task.params.get("model")), task.published_at,
+                                  task.prior_cost)
             if self.budgets is not None:  # newly stored: a replay never settles twice
                 spent = spent_usd(self.accounting.prices, str(task.params.get("model")),
                                   (final.message or {}).get("usage"), realtime=True)
-                self.accounting.settlement(
-                    await self.budgets.settle_final(task.tenant, task.reservation, spent))
+                self.accounting.settlement(await self.budgets.settle_final(
+                    task.tenant, task.reservation, with_prior_usd(spent, task.prior_cost)))
         await self.markers.put(key, CallMarker(
             state="done", attempt=final.attempts).model_dump_json().encode())
         await msg.ack()
         return stored
 
-    async def _call(self, params: dict[str, Any]) -> dict[str, Any]:
-        # A plain POST of the task's params, so every field the API accepts passes untouched.
-        reply = await self.client.post("/v1/messages", cast_to=object, body=params)
+    async def _call(self, params: dict[str, Any], betas: list[str]) -> dict[str, Any]:
+        # A plain POST of the task's params, so every field the API accepts passes untouched;
+        # its betas as the header the SDK's `betas=` sends.
+        reply = await self.client.post("/v1/messages", cast_to=object, body=params,
+                                       options={"headers": beta_headers(betas)})
         if not isinstance(reply, dict):
             raise UnexpectedReply(f"the API answered with {type(reply).__name__}, not a message")
         return reply

@@ -1,15 +1,21 @@
-"""Pure result handling: classify one result line and build the task's final Result."""
+"""Pure result handling: classify one result line and build the task's final Result, or the
+task's next attempt when a refused request goes to its fallback model."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from pydantic_core import to_json
 
 from batchbus.shared.models import (
+    AcceptedTask,
     Attempt,
+    Cost,
     CostFields,
     ErrorInfo,
     ManifestEntry,
+    RefusalFields,
     ResultFields,
     Status,
     Usage,
@@ -35,11 +41,26 @@ class Retry:
     reason: str  # low-cardinality: the error type, "expired" or "canceled"
 
 
-def classify(result: dict[str, Any], attempt: int, max_attempts: int) -> Final | Retry:
+@dataclass(frozen=True)
+class Fallback:
+    """A refused answer whose task goes once more, to its fallback model. The refused
+    answer was billed: its message is kept for its usage."""
+
+    model: str
+    message: dict[str, Any]
+    refusal: RefusalFields
+
+
+def classify(result: dict[str, Any], attempt: int, max_attempts: int,
+             fallback_model: str | None = None) -> Final | Retry | Fallback:
     """Decides a result line's fate; `result` is the line's `result` object."""
     kind = result.get("type")
     if kind == "succeeded":
-        return Final("succeeded", message=result.get("message") or {})
+        message = result.get("message") or {}
+        if fallback_model and attempt < max_attempts \
+                and (refusal := refusal_of(message)) is not None:
+            return Fallback(fallback_model, message, refusal)
+        return Final("succeeded", message=message)
     if kind == "errored":
         inner = (result.get("error") or {}).get("error") or {}
         error = ErrorInfo(type=str(inner.get("type", "api_error")),
@@ -59,6 +80,18 @@ def classify(result: dict[str, Any], attempt: int, max_attempts: int) -> Final |
         return Final("canceled", error=ErrorInfo(type="canceled", message="the batch was canceled"))
     return Final("errored", error=ErrorInfo(type="api_error",
                                             message=f"unknown result type {kind!r}"))
+
+
+def refusal_of(message: dict[str, Any]) -> RefusalFields | None:
+    """Why the model declined, for a reply with `stop_reason: "refusal"`; None for any other.
+    A Claude 5 model that declines answers a succeeded line: only the stop reason tells."""
+    if message.get("stop_reason") != "refusal":
+        return None
+    details = message.get("stop_details")
+    details = details if isinstance(details, dict) else {}
+    category, explanation = details.get("category"), details.get("explanation")
+    return {"category": None if category is None else str(category),
+            "explanation": None if explanation is None else str(explanation)}
 
 
 def canceled(result: dict[str, Any]) -> Final:
@@ -109,19 +142,81 @@ def usage_fields(tokens: TokenCounts) -> UsageFields:
             "cache_read_input_tokens": tokens.cache_read}
 
 
+def billed(message: dict[str, Any], model: str,
+           prices: PriceTable) -> tuple[UsageFields, CostFields | None]:
+    """A batch reply's usage and what it cost (None: the model has no price)."""
+    tokens = TokenCounts.from_usage(message.get("usage") or {})
+    return usage_fields(tokens), prices.cost_fields(model, tokens)
+
+
+def with_prior(cost: CostFields | None, ran: bool, prior: Cost | None) -> CostFields | None:
+    """A final result's cost: its own attempt's (`ran`: it has a reply) and the earlier
+    billed attempts' (a refusal before its fallback). An attempt that ran on a model without
+    a price leaves the total unknown; one that did not run cost nothing of its own."""
+    if prior is None or (ran and cost is None):
+        return cost
+    if cost is None:
+        return _plus(prior, 0.0, 0.0, 0.0)
+    return _plus(prior, cost["batch_usd"], cost["realtime_usd"], cost["saved_usd"])
+
+
+def add_cost(prior: Cost | None, cost: Cost | None) -> Cost | None:
+    """The billed attempts' sum, with one more (None: no price, which adds nothing)."""
+    if prior is None or cost is None:
+        return prior or cost
+    return Cost(**_plus(prior, cost.batch_usd, cost.realtime_usd, cost.saved_usd))
+
+
+def _plus(prior: Cost, batch: float, realtime: float, saved: float) -> CostFields:
+    return {"batch_usd": batch + prior.batch_usd, "realtime_usd": realtime + prior.realtime_usd,
+            "saved_usd": saved + prior.saved_usd}
+
+
+def with_prior_usd(spent: Decimal | None, prior: Cost | None) -> Decimal | None:
+    """What a task spent in all, as its budget settles it: its final attempt's (None: no
+    price, which leaves the total unknown) and its earlier billed attempts'."""
+    if spent is None or prior is None:
+        return spent
+    return spent + prior.spent_usd
+
+
+def refused_attempt(attempt: int, batch_id: str, model: str, refusal: RefusalFields,
+                    cost: CostFields | None) -> Attempt:
+    """A refused attempt for the task's history: its model and what it cost."""
+    return Attempt(attempt=attempt, batch_id=batch_id, outcome="refusal",
+                   message=refusal["category"] or "", model=model,
+                   cost=None if cost is None else Cost(**cost))
+
+
+def fallback_task(task: AcceptedTask, refused: Attempt, model: str,
+                  earlier: Sequence[Attempt] = ()) -> AcceptedTask:
+    """The task's next attempt after a refusal, for the batch path: on the fallback model,
+    at once (nothing to wait out), and only once (no fallback after it). The refused
+    attempt's cost is carried, so the final result and the budget count it. `earlier`: the
+    attempts since `task` that its history does not hold yet (failed real-time calls)."""
+    return task.model_copy(update={
+        "attempt": refused.attempt + 1, "params": {**task.params, "model": model},
+        "fallback_model": None, "not_before": None,
+        "history": [*task.history, *earlier, refused],
+        "prior_cost": add_cost(task.prior_cost, refused.cost)})
+
+
 def result_fields(entry: ManifestEntry, final: Final, batch_id: str,
                   prices: PriceTable) -> ResultFields:
     """The task's final Result as its fields, in the model's order: `result_json` makes of
     them the bytes `Result.model_dump_json` would, without validating what we built."""
     usage: UsageFields | None = None
     cost: CostFields | None = None
+    refusal: RefusalFields | None = None
     if final.message is not None:
-        tokens = TokenCounts.from_usage(final.message.get("usage") or {})
-        usage, cost = usage_fields(tokens), prices.cost_fields(entry.model, tokens)
+        usage, cost = billed(final.message, entry.model, prices)
+        refusal = refusal_of(final.message)
+    if entry.prior_cost is not None:
+        cost = with_prior(cost, final.message is not None, entry.prior_cost)
     return {"task_id": entry.task_id, "tenant": entry.tenant, "status": final.status,
             "message": final.message, "error": final.error, "usage": usage, "cost": cost,
             "batch_id": batch_id, "route": "batch", "attempts": entry.attempt,
-            "metadata": entry.metadata, "warnings": [], "refusal": None}
+            "metadata": entry.metadata, "warnings": entry.warnings, "refusal": refusal}
 
 
 def result_json(fields: ResultFields) -> bytes:

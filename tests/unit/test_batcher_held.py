@@ -10,7 +10,7 @@ from nats.aio.msg import Msg
 from batchbus.services.batcher.batching import custom_id
 from batchbus.services.batcher.recovery import Guard
 from batchbus.services.batcher.submission import Pending, Submitter
-from batchbus.shared.models import AcceptedTask, BatchRecord, ManifestEntry, Reservation
+from batchbus.shared.models import AcceptedTask, BatchRecord, Cost, ManifestEntry, Reservation
 
 
 def delivered(seq: int, task: AcceptedTask) -> Msg:
@@ -42,6 +42,18 @@ def test_a_held_task_is_its_request_and_its_manifest_row() -> None:
         custom_id=cid, tenant="acme", task_id="t-1", attempt=2, model="claude-sonnet-4-6",
         metadata={"k": [1, 0.5]}, published_at=task.published_at, accepted_seq=42,
         webhook="hook", reservation=task.reservation)
+    assert item.row == item.entry().to_row()
+
+
+def test_a_held_task_carries_what_its_result_needs_and_its_betas() -> None:
+    prior = Cost(batch_usd=0.01, realtime_usd=0.02, saved_usd=0.01)
+    task = accepted(attempt=2, warnings=["w"], fallback_model="claude-sonnet-5-5",
+                    prior_cost=prior, betas=["files-api-2025-04-14"])
+    item = Pending.of(delivered(5, task), task)
+    assert (item.entry().warnings, item.entry().fallback_model, item.entry().prior_cost) == (
+        ["w"], "claude-sonnet-5-5", prior)
+    assert item.betas == ("files-api-2025-04-14",)
+    assert json.loads(item.request)["params"] == task.params  # betas go as a header, not here
     assert item.row == item.entry().to_row()
 
 

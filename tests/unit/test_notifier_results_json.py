@@ -51,15 +51,25 @@ OUTCOMES = [
     classify({"type": "canceled"}, 1, 3),
     canceled({"type": "succeeded", "message": MESSAGE}),
     canceled({"type": "expired"}),
+    classify({"type": "succeeded", "message": {  # refused: billed, with its reason
+        **MESSAGE, "stop_reason": "refusal",
+        "stop_details": {"type": "refusal", "category": "cyber", "explanation": "ñ ✗"}}}, 3, 3),
+    classify({"type": "succeeded", "message": {**MESSAGE, "stop_reason": "refusal"}}, 1, 3),
 ]
+# What the batcher copies from the task: none, or warnings and an earlier refusal's cost.
+EXTRAS: list[dict[str, Any]] = [
+    {}, {"warnings": ["claude-opus-4-5 retires on 2027-01-22 ✓"], "fallback_model": "m",
+         "prior_cost": {"batch_usd": 0.1, "realtime_usd": 0.2, "saved_usd": 0.1}}]
 
 
 @pytest.mark.parametrize("outcome", OUTCOMES)
 @pytest.mark.parametrize("model", ["claude-sonnet-4-6", "claude-haiku-5-5", "claude-imaginary-9"])
 @pytest.mark.parametrize("webhook", [None, "crm"])
+@pytest.mark.parametrize("extra", EXTRAS)
 def test_a_published_result_is_byte_for_byte_the_models(outcome: Final, model: str,
-                                                         webhook: str | None) -> None:
-    task = entry(model, webhook=webhook)
+                                                         webhook: str | None,
+                                                         extra: dict[str, Any]) -> None:
+    task = entry(model, webhook=webhook, **extra)
     fields = result_fields(task, outcome, "msgbatch_1", default_prices())
     model_result = Result.model_validate(result_fields(task, outcome, "msgbatch_1", default_prices()))
     expected = result_message(model_result, subjects.result_msg_id("acme", "t-1"), webhook)
@@ -69,24 +79,28 @@ def test_a_published_result_is_byte_for_byte_the_models(outcome: Final, model: s
 
 def test_a_window_counts_what_each_result_would() -> None:
     prices = default_prices()
-    finals = [(result_fields(entry(model), outcome, "b", prices), entry(model))
+    finals = [(result_fields(entry(model, **extra), outcome, "b", prices), entry(model, **extra))
               for model in ("claude-sonnet-4-6", "claude-haiku-5-5", "claude-imaginary-9")
-              for outcome in OUTCOMES]
+              for outcome in OUTCOMES for extra in EXTRAS]
     by_window, by_result = CollectorRegistry(), CollectorRegistry()
     Accounting(NotifierMetrics(by_window), prices).results(finals)
     one_by_one = Accounting(NotifierMetrics(by_result), prices)
     for fields, task in finals:
-        one_by_one.final(Result.model_validate(fields), task.model, task.published_at)
+        one_by_one.final(Result.model_validate(fields), task.model, task.published_at,
+                         task.prior_cost)
     assert samples(by_window) == samples(by_result)
-    assert samples(by_window)["batchbus_unknown_model_results_total"] == 3
+    assert samples(by_window)["batchbus_unknown_model_results_total"] == 2 * 5
+    assert samples(by_window)['batchbus_refusals_total{"category": "cyber"}'] == 3 * 2
 
 
 def samples(registry: CollectorRegistry) -> dict[str, float]:
-    """Every sample but the latency's sum (the clock moved between the two)."""
+    """Every batchbus sample but the latency's sum (the clock moved between the two); the
+    process's own series (memory, CPU) move on their own."""
     found: dict[str, float] = {}
     for metric in registry.collect():
         for s in metric.samples:
-            if s.name != "batchbus_task_latency_seconds_sum" and not s.name.endswith("_created"):
+            if s.name.startswith("batchbus_") and s.name != "batchbus_task_latency_seconds_sum" \
+                    and not s.name.endswith("_created"):
                 key = s.name + json.dumps(s.labels, sort_keys=True)
                 found[key if s.labels else s.name] = round(s.value, 12)
     return found

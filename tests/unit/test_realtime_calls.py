@@ -1,14 +1,26 @@
-"""The real-time route's pure parts: which API failures are retried, and the Result it builds."""
+"""The real-time route: which API failures are retried, the Result it builds, what its call sends."""
 
+import json
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import anthropic
 import httpx2
 import pytest
+from prometheus_client import CollectorRegistry
 
-from batchbus.services.notifier.realtime import UnexpectedReply, classify_failure, realtime_result
+from batchbus.services.notifier.accounting import Accounting
+from batchbus.services.notifier.metrics import NotifierMetrics
+from batchbus.services.notifier.realtime import (
+    RealtimeCalls,
+    UnexpectedReply,
+    classify_failure,
+    realtime_result,
+)
+from batchbus.services.notifier.settings import NotifierSettings
 from batchbus.shared.models import AcceptedTask, ErrorInfo
 from batchbus.shared.pricing import default_prices
+from batchbus.shared.settings import AnthropicSettings
 
 REQUEST = httpx2.Request("POST", "http://api.test/v1/messages")
 
@@ -84,3 +96,27 @@ def test_a_real_time_result_without_a_reply_or_a_price_has_no_cost() -> None:
     unpriced = realtime_result(accepted("some-new-model"), "succeeded", 1, default_prices(),
                                message=MESSAGE)
     assert unpriced.usage is not None and unpriced.cost is None
+
+
+@pytest.mark.parametrize("betas, header", [(["files-api-2025-04-14", "skills-2025-10-02"],
+                                            "files-api-2025-04-14,skills-2025-10-02"),
+                                           ([], None)])
+async def test_a_real_time_call_sends_the_task_betas(betas: list[str], header: str | None) -> None:
+    sent: list[httpx2.Request] = []
+
+    def api(request: httpx2.Request) -> httpx2.Response:
+        sent.append(request)
+        return httpx2.Response(200, json=MESSAGE)
+
+    client = anthropic.AsyncAnthropic(api_key="k", base_url="http://api.test", http_client=(
+        anthropic.DefaultAsyncHttpxClient(transport=httpx2.MockTransport(api))))
+    settings = NotifierSettings(anthropic=AnthropicSettings(api_key="k",
+                                                            base_url="http://api.test"))
+    calls = RealtimeCalls(cast(Any, None), client, cast(Any, None), cast(Any, None), settings,
+                          Accounting(NotifierMetrics(CollectorRegistry()), default_prices()))
+    params = accepted().params
+    assert await calls._call(params, betas) == MESSAGE
+    (request,) = sent
+    assert (request.url.path, request.headers.get("anthropic-beta")) == ("/v1/messages", header)
+    assert json.loads(request.content) == params
+    await client.close()
