@@ -5,7 +5,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import nats.errors
@@ -97,11 +97,8 @@ def make_app(broker: NatsBroker, metrics: ServiceMetrics, nats: NatsSettings,
     async def start() -> None:
         await _connect(broker, nats)  # done already when started by `run`
         js = broker.connection.jetstream()
-        try:
-            with _signals_cancel():
-                loops = await until_available(lambda: prepare(js))
-        except asyncio.CancelledError:
-            _exit("stopped by a signal before start-up finished", 0)
+        loops = await _unless_signalled(until_available(lambda: prepare(js)),
+                                        "stopped by a signal before start-up finished")
         for name, loop in loops.items():
             supervised.append(Supervised(name, loop, metrics.loop_restarts.labels(name).inc))
             await supervised[-1].start()
@@ -147,20 +144,25 @@ async def _connect(broker: NatsBroker, nats: NatsSettings) -> None:
         _exit(problem, 1)
 
 
-@contextlib.contextmanager
-def _signals_cancel() -> Iterator[None]:
-    """SIGTERM and SIGINT cancel the current task while in the block. The server (uvicorn)
-    acts on signals only once start-up is done: without this, a service waiting for NATS or
-    JetStream would ignore them."""
-    task = asyncio.current_task()
-    assert task is not None
+async def _unless_signalled(step: Awaitable[T], stopped: str) -> T:
+    """`step`'s result, or, on SIGTERM or SIGINT meanwhile, the end of the service with the
+    line `stopped`. The server (uvicorn) acts on signals only once start-up is done, so a
+    service waiting for NATS or JetStream would ignore them; and nats-py's connect swallows a
+    cancel, so the signal ends the process rather than cancelling the step."""
     loop = asyncio.get_running_loop()
+    signalled = asyncio.Event()
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     for sig in saved:
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, signalled.set)
+    work = asyncio.ensure_future(step)
+    waiting = asyncio.ensure_future(signalled.wait())
     try:
-        yield
+        await asyncio.wait({work, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if signalled.is_set():
+            _exit(stopped, 0)
+        return work.result()
     finally:
+        waiting.cancel()
         for sig, handler in saved.items():
             loop.remove_signal_handler(sig)
             signal.signal(sig, handler)  # the server's own handlers back
@@ -200,12 +202,11 @@ def run(app: AsgiFastStream, http: HttpSettings, default_port: int) -> None:
 
 async def _serve(app: ServiceApp, host: str, port: int) -> None:
     """Connects to NATS first, while a signal still stops it at once, then serves."""
-    log.info("connecting to NATS at %s", ", ".join(app.nats.servers))
-    try:
-        with _signals_cancel():
-            await _connect(app.nats_broker, app.nats)
-    except asyncio.CancelledError:
-        _exit("stopped by a signal before NATS answered", 0)
+    async def connecting() -> None:  # runs once the signal handlers are in place
+        log.info("connecting to NATS at %s", ", ".join(app.nats.servers))
+        await _connect(app.nats_broker, app.nats)
+
+    await _unless_signalled(connecting(), "stopped by a signal before NATS answered")
     await app.run(log_level=logging.WARNING, run_extra_options={"host": host, "port": port})
 
 
