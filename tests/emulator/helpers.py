@@ -56,6 +56,14 @@ def results_by_id(sdk: anthropic.Anthropic, batch_id: str) -> dict[str, Any]:
     return {line.custom_id: line.result for line in sdk.messages.batches.results(batch_id)}
 
 
+def run_batch(client: anthropic.Anthropic, emu: EmulatorHandle,
+              requests: list[Request]) -> dict[str, Any]:
+    """Create, let it end, return results keyed by custom_id."""
+    batch = client.messages.batches.create(requests=requests)
+    emu.advance(2)
+    return results_by_id(client, batch.id)
+
+
 def admin(target: EmulatorHandle | str, method: str, path: str, body: Any = None) -> Any:
     """Call an admin endpoint over HTTP (admin needs no auth); target is a handle or base URL."""
     base = target if isinstance(target, str) else target.url

@@ -9,21 +9,13 @@ import anthropic
 import pytest
 from anthropic.types import Message
 from anthropic.types.beta.messages import BetaMessageBatch
-from anthropic.types.messages.batch_create_params import Request
 
 from batchbus.emulator import EmulatorHandle
-from tests.emulator.helpers import admin, item, make_client, params, results_by_id
+from tests.emulator.helpers import admin, item, make_client, params, results_by_id, run_batch
 
 OUTPUT_300K = "output-300k-2026-03-24"
 PREFILL = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "{"}]
 
-
-def run_batch(
-    client: anthropic.Anthropic, emu: EmulatorHandle, requests: list[Request]
-) -> dict[str, Any]:
-    batch = client.messages.batches.create(requests=requests)
-    emu.advance(2)
-    return results_by_id(client, batch.id)
 
 
 def beta_batch(client: anthropic.Anthropic, requests: list[Any], betas: list[str]) -> BetaMessageBatch:

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import anthropic
 import pytest
 from anthropic.types.messages.batch_create_params import Request
 
 from batchbus.emulator import EmulatorHandle, OutcomeRule, UsageOverride
-from tests.emulator.helpers import MODEL, item, params, results_by_id
-
-
-def run_batch(
-    client: anthropic.Anthropic, emu: EmulatorHandle, requests: list[Request]
-) -> dict[str, Any]:
-    """Create, let it end, return results keyed by custom_id."""
-    batch = client.messages.batches.create(requests=requests)
-    emu.advance(2)
-    return results_by_id(client, batch.id)
+from tests.emulator.helpers import MODEL, item, params, run_batch
 
 
 def directive(text: str, custom_id: str = "d") -> Request:

@@ -3,24 +3,15 @@ directive (`emulate:refusal[:<category>]`) or an outcome rule, in batches and on
 
 from __future__ import annotations
 
-from typing import Any
-
 import anthropic
 import pytest
 from anthropic.types.messages.batch_create_params import Request
 
 from batchbus.emulator import EmulatorHandle, OutcomeRule
-from tests.emulator.helpers import item, params, results_by_id
+from tests.emulator.helpers import item, params, run_batch
 
 MODEL = "claude-opus-5-5"
 
-
-def run_batch(
-    client: anthropic.Anthropic, emu: EmulatorHandle, requests: list[Request]
-) -> dict[str, Any]:
-    batch = client.messages.batches.create(requests=requests)
-    emu.advance(2)
-    return results_by_id(client, batch.id)
 
 
 def refused(custom_id: str, directive: str) -> Request:

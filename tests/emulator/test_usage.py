@@ -3,24 +3,14 @@ and prompts above 100K tokens (claude-haiku-5-5's second price band)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import anthropic
 import pytest
-from anthropic.types.messages.batch_create_params import Request
 
 from batchbus.emulator import EmulatorHandle, UsageOverride
-from tests.emulator.helpers import item, params, results_by_id
+from tests.emulator.helpers import item, params, run_batch
 
 HAIKU_5_5 = "claude-haiku-5-5"
 
-
-def run_batch(
-    client: anthropic.Anthropic, emu: EmulatorHandle, requests: list[Request]
-) -> dict[str, Any]:
-    batch = client.messages.batches.create(requests=requests)
-    emu.advance(2)
-    return results_by_id(client, batch.id)
 
 
 def test_override_splits_cache_writes_by_ttl(

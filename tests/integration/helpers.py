@@ -43,6 +43,16 @@ async def gather_results(client: BatchbusClient, expected: int,
     return by_task
 
 
+async def results_of(url: str, tenant: str, tasks: list[dict[str, Any]],
+                     timeout: float = 60.0) -> dict[str, Result]:
+    """Publishes `tasks` and returns each one's final result, checking there is only one."""
+    async with BatchbusClient(url, tenant) as client:
+        await client.publish_many(tasks)
+        found = await gather_results(client, len(tasks), timeout)
+    assert all(len(r) == 1 for r in found.values())
+    return {name: results[0] for name, results in found.items()}
+
+
 def submissions(emulator: EmulatorHandle) -> Counter[str]:
     """How many batch creates each custom_id (task attempt) reached the API in."""
     return Counter(r["custom_id"] for c in emulator.state.creates() for r in c["requests"])

@@ -8,12 +8,11 @@ from typing import Any
 
 import pytest
 
-from batchbus.client import BatchbusClient
 from batchbus.emulator.server import EmulatorHandle
 from batchbus.launcher.nats_server import NatsServer
 from batchbus.launcher.services import Pipeline
 from batchbus.services.batcher.batching import custom_id
-from tests.integration.helpers import gather_results, submissions
+from tests.integration.helpers import results_of, submissions
 
 pytestmark = pytest.mark.nats
 
@@ -32,13 +31,6 @@ def task(task_id: str, model: str, max_tokens: int = 64, **fields: Any) -> dict[
               "messages": [{"role": "user", "content": f"Question {task_id}?"}]}
     return {"task_id": task_id, "params": params | fields.pop("params", {}), **fields}
 
-
-async def results_of(url: str, tenant: str, tasks: list[dict[str, Any]]) -> dict[str, Any]:
-    async with BatchbusClient(url, tenant) as client:
-        await client.publish_many(tasks)
-        found = await gather_results(client, len(tasks), timeout=90)
-    assert all(len(r) == 1 for r in found.values())
-    return {task_id: r[0] for task_id, r in found.items()}
 
 
 async def test_what_the_api_would_fail_is_rejected_before_any_create(

@@ -20,7 +20,7 @@ from batchbus.services.intake.routing import BatchHistory
 from batchbus.shared import subjects
 from batchbus.shared.models import BatchEvent, Result
 from batchbus.shared.publishing import publish_event
-from tests.integration.helpers import gather_results, stored_count, ticket
+from tests.integration.helpers import gather_results, results_of, stored_count, ticket
 
 pytestmark = pytest.mark.nats
 
@@ -74,13 +74,6 @@ async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
                 return
             await asyncio.sleep(0.05)
 
-
-async def results_of(url: str, tenant: str, tasks: list[dict[str, Any]]) -> dict[str, Result]:
-    async with BatchbusClient(url, tenant) as client:
-        await client.publish_many(tasks)
-        found = await gather_results(client, len(tasks))
-    assert all(len(r) == 1 for r in found.values())
-    return {name: results[0] for name, results in found.items()}
 
 
 def assert_realtime(result: Result, attempts: int = 1) -> None:

@@ -11,14 +11,12 @@ from typing import Any
 
 import pytest
 
-from batchbus.client import BatchbusClient
 from batchbus.emulator.server import EmulatorHandle
 from batchbus.launcher.nats_server import NatsServer
 from batchbus.launcher.services import Pipeline
 from batchbus.services.batcher.batching import custom_id
-from batchbus.shared.models import Result
 from batchbus.shared.pricing import TokenCounts, default_prices
-from tests.integration.helpers import assert_submitted_once, gather_results, submissions, ticket
+from tests.integration.helpers import assert_submitted_once, results_of, submissions, ticket
 
 pytestmark = pytest.mark.nats
 
@@ -59,13 +57,6 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 30.0)
     except TimeoutError:
         raise AssertionError(f"timed out waiting for {what}") from None
 
-
-async def results_of(url: str, tenant: str, tasks: list[dict[str, Any]]) -> dict[str, Result]:
-    async with BatchbusClient(url, tenant) as client:
-        await client.publish_many(tasks)
-        found = await gather_results(client, len(tasks))
-    assert all(len(r) == 1 for r in found.values())
-    return {name: results[0] for name, results in found.items()}
 
 
 async def test_refused_tasks_go_to_their_fallback_once_and_the_money_adds_up(
