@@ -23,7 +23,7 @@ class BatcherSettings(BaseSettings):
     retry_delay_seconds: float = Field(5.0, gt=0)
     retry_max_delay_seconds: float = Field(300.0, gt=0)
     # Held task messages are kept alive with in_progress(); a dead batcher's come back after this.
-    ack_wait_seconds: float = Field(300.0, ge=1)
+    ack_wait_seconds: float = Field(30.0, ge=1)
     # An intent older than this has no live create behind it and is resolved by any replica.
     intent_stale_seconds: float = Field(300.0, gt=0)
     # How often each replica looks for stale intents.

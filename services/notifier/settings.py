@@ -14,8 +14,9 @@ class NotifierSettings(BaseSettings):
     # A retried attempt waits this long before it is batched again, doubling per attempt.
     retry_delay_seconds: float = Field(30.0, ge=0)
     retry_max_delay_seconds: float = Field(900.0, ge=0)
-    # A notifier that dies mid-file leaves its batch to another after this long.
-    ack_wait_seconds: float = Field(300.0, ge=1)
+    # A notifier that dies mid-file leaves its batch to another after this long; a live one
+    # keeps its work with in_progress() beats every quarter of it, however long it takes.
+    ack_wait_seconds: float = Field(30.0, ge=1)
     # Real-time Messages API calls (tasks routed around the batch path) made at once.
     realtime_concurrency: int = Field(8, ge=1, le=1024)
     # Webhook deliveries: attempts per result, back-off doubling from the delay up to the cap,
