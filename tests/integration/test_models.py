@@ -4,6 +4,7 @@ refused; tasks with different betas never share a batch."""
 
 import asyncio
 import urllib.request
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -96,3 +97,22 @@ async def test_tasks_with_different_betas_never_share_a_batch(
     for create in mine:
         inside = {tuple(betas_of[r["custom_id"]]) for r in create["requests"]}
         assert inside == {tuple(sorted(create["betas"]))}, create["batch_id"]
+
+
+async def test_haiku_5_5_long_prompts_are_billed_in_their_band_end_to_end(
+        pipeline: Pipeline, nats_server: NatsServer, tenant: str) -> None:
+    def long(task_id: str, prompt_tokens: int) -> dict[str, Any]:
+        directive = f"emulate:succeeded:input_tokens={prompt_tokens}"
+        return task(task_id, "claude-haiku-5-5", params={"metadata": {"user_id": directive}})
+
+    results = await results_of(nats_server.url, tenant, [long("short", 90_000),
+                                                         long("long", 150_000)])
+    for task_id, rates in (("short", ("0.10", "0.50")), ("long", ("0.50", "2.50"))):
+        result = results[task_id]
+        assert result.status == "succeeded" and result.usage and result.cost
+        usage = result.usage
+        assert usage.cache_creation_input_tokens == usage.cache_read_input_tokens == 0
+        rate_in, rate_out = (Decimal(r) for r in rates)
+        realtime = (usage.input_tokens * rate_in + usage.output_tokens * rate_out) / 1_000_000
+        assert Decimal(repr(result.cost.realtime_usd)) == realtime
+        assert Decimal(repr(result.cost.batch_usd)) == realtime / 2
