@@ -1,6 +1,7 @@
 """The write-ahead state of batches: records in KV `batches` (compare-and-set) and their
 manifests in the object store `batch_manifests`, kept together in one place."""
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -25,6 +26,8 @@ class BatchRecords:
         self.js = js
         self.kv = kv
         self.manifests = manifests
+        self._gone: set[str] = set()  # keys seen deleted (see `all`)
+        self._reconnects = 0
 
     async def read(self, key: str) -> tuple[BatchRecord, int] | None:
         """The record and its revision, or None if it was never written or is deleted."""
@@ -38,9 +41,23 @@ class BatchRecords:
 
     async def all(self) -> list[BatchRecord]:
         """Every live record. Keys come from the bucket's stream state: nats-py's
-        `kv.keys()` leaves a consumer behind per call, and the server refuses the 1001st."""
+        `kv.keys()` leaves a consumer behind per call, and the server refuses the 1001st.
+
+        A key found deleted is not read again: every retired batch leaves a delete marker,
+        and reading each one every second made the listing grow with history. Intent ids
+        are never reused, so a deleted record stays deleted, unless the server lost the
+        deletion; only a server restart can, and that reconnects this client, after which
+        every key is read again."""
+        reconnects = self.js._nc.stats["reconnects"]  # nats-py has no public counter
+        if reconnects != self._reconnects:
+            self._gone.clear()
+            self._reconnects = reconnects
         info = await self.js.stream_info(KV_STREAM, subjects_filter=KV_SUBJECTS + ">")
-        found = [await self.read(s.removeprefix(KV_SUBJECTS)) for s in info.state.subjects or {}]
+        keys = {s.removeprefix(KV_SUBJECTS) for s in info.state.subjects or {}}
+        self._gone &= keys  # markers the server removed
+        wanted = sorted(keys - self._gone)
+        found = await asyncio.gather(*(self.read(key) for key in wanted))
+        self._gone.update(key for key, f in zip(wanted, found, strict=True) if f is None)
         return [f[0] for f in found if f is not None]
 
     async def create(self, intent: BatchRecord, rows: list[bytes]) -> int:

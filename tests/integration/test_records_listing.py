@@ -1,0 +1,74 @@
+"""Listing batch records reads a retired record's delete marker once, not on every listing,
+and reads every key again after the server restarts (the only way a deletion can be lost)."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from batchbus.launcher.nats_server import NatsServer, start_nats
+from batchbus.shared import streams
+from batchbus.shared.models import BatchRecord
+from batchbus.shared.records import BatchRecords
+from batchbus.shared.settings import NatsSettings
+
+pytestmark = pytest.mark.nats
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> NatsServer:  # restarted by the test: not the shared one
+    server = start_nats(str(tmp_path / "nats"))
+    yield server  # type: ignore[misc]
+    server.stop()
+
+
+RECONNECTED = asyncio.Event()
+
+
+@pytest.fixture
+async def client(own_server: NatsServer) -> AsyncIterator[Client]:
+    async def reconnected() -> None:
+        RECONNECTED.set()
+
+    nc = await nats.connect(own_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
+                            reconnected_cb=reconnected)
+    yield nc
+    await nc.close()
+
+
+def record() -> BatchRecord:
+    return BatchRecord(intent_id=uuid.uuid4().hex, state="submitted", requests=1, bytes=10,
+                       intent_at=datetime.now(UTC))
+
+
+async def write(records: BatchRecords, r: BatchRecord) -> None:
+    await records.kv.create(r.intent_id, r.model_dump_json().encode())
+
+
+async def test_retired_records_are_read_once_and_again_after_a_restart(
+        own_server: NatsServer, client: Client) -> None:
+    js = client.jetstream()
+    records = await streams.batch_records(js, NatsSettings(url=own_server.url))
+    live, retired = record(), record()
+    await write(records, live)
+    await write(records, retired)
+    await records.kv.delete(retired.intent_id)
+
+    assert [r.intent_id for r in await records.all()] == [live.intent_id]
+    assert records._gone == {retired.intent_id}
+    # Written again behind the listing's back, as a server that lost the deletion would have
+    # it: not seen while the connection stands...
+    await records.kv.put(retired.intent_id, retired.model_dump_json().encode())
+    assert [r.intent_id for r in await records.all()] == [live.intent_id]
+    # ...and seen once the server has restarted, which is the only way to lose a deletion.
+    RECONNECTED.clear()
+    own_server.restart()
+    await asyncio.wait_for(RECONNECTED.wait(), 30)  # nats-py reconnects on its own
+    listed = {r.intent_id for r in await records.all()}
+    assert listed == {live.intent_id, retired.intent_id}
+    assert records._gone == set()
