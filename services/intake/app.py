@@ -1,5 +1,6 @@
 """The intake service: `python -m batchbus.services.intake` (`main`)."""
 
+import logging
 from decimal import Decimal
 from functools import partial
 
@@ -26,6 +27,8 @@ from batchbus.shared.pricing import default_prices
 from batchbus.shared.runtime import BatchHandler, serve_batches
 from batchbus.shared.settings import load
 from batchbus.shared.webhooks import Endpoints
+
+log = logging.getLogger("batchbus.intake")
 
 HANDLING = 2  # fetched batches handled at once: one's CPU work overlaps another's round trips
 
@@ -72,9 +75,12 @@ async def setup(settings: IntakeSettings, metrics: IntakeMetrics, endpoints: End
 def live_models(settings: IntakeSettings, metrics: IntakeMetrics) -> LiveCatalog:
     """The catalog kept current from the Models API (the data file alone when told so)."""
     every = settings.models_refresh_seconds
-    # Short: a start waits for the first answer, and the data file stands in without one.
-    client = make_client(settings.anthropic, max_retries=1).with_options(timeout=10.0) \
-        if every > 0 else None
+    client = None
+    if every > 0 and not settings.anthropic.api_key.get_secret_value():
+        log.warning("no ANTHROPIC_API_KEY: models are checked against the catalog file only")
+    elif every > 0:
+        # Short: a start waits for the first answer, and the data file stands in without one.
+        client = make_client(settings.anthropic, max_retries=1).with_options(timeout=10.0)
     return LiveCatalog(default_catalog(), client, metrics, every)
 
 
