@@ -31,6 +31,7 @@ from batchbus.shared.connection import connect_options
 from batchbus.shared.models import BatchEvent, Result
 from batchbus.shared.pricing import default_prices
 from batchbus.shared.settings import NatsSettings
+from batchbus.shared.text import clip
 
 TICKETS = int(os.environ.get("BATCHBUS_DEMO_TICKETS", "2000"))
 
@@ -122,7 +123,7 @@ def summary(tally: Tally, elapsed: float) -> str:
     rejected = [r for r in results if r.status == "rejected"]
     if rejected:
         lines.append("  rejections       " + "; ".join(
-            f"{r.task_id}: {r.error.message[:70]}" for r in rejected[:4] if r.error))
+            f"{r.task_id}: {clip(r.error.message, 70)}" for r in rejected[:4] if r.error))
     return "\n".join(line for line in lines if line)
 
 

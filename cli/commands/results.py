@@ -14,10 +14,11 @@ from batchbus.cli.console import stderr, stdout
 from batchbus.cli.durations import parse_since
 from batchbus.cli.errors import fail, run
 from batchbus.cli.tally import Finals, finals, model_of
-from batchbus.cli.text import clip, plural
+from batchbus.cli.text import plural
 from batchbus.client import replay
 from batchbus.shared import subjects
 from batchbus.shared.models import Result
+from batchbus.shared.text import clip
 
 SINCE_HELP = "only results stored since then: a duration back from now (30m, 1h30m, 2d) " \
              "or an RFC 3339 time (2025-06-01T09:00:00Z)"

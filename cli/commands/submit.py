@@ -19,10 +19,11 @@ from batchbus.cli.console import stderr, stdout
 from batchbus.cli.errors import EXIT_FAILED_TASKS, CliError, fail, run
 from batchbus.cli.loader import Checked, LoadError, Problem, load_tasks, oversize
 from batchbus.cli.tally import Tally
-from batchbus.cli.text import clip, plural
+from batchbus.cli.text import plural
 from batchbus.client import BatchbusClient
 from batchbus.shared import subjects
 from batchbus.shared.models import BatchEvent, Task
+from batchbus.shared.text import clip
 
 SHOWN_FAILURES = 10
 

@@ -11,6 +11,7 @@ from pydantic_core import from_json
 
 from batchbus.shared import subjects
 from batchbus.shared.models import Task
+from batchbus.shared.text import clip
 
 REQUIRED_PARAMS = ("model", "max_tokens", "messages")
 TASK_FIELDS = frozenset(Task.model_fields)
@@ -168,8 +169,4 @@ def _not_json(name: str) -> Any:
 
 def short(value: Any, limit: int = 80) -> str:
     """User text echoed in a rejection: bounded, and escaped where not encodable."""
-    text = str(value)
-    if len(text) > limit:  # at a word boundary when there is one in the second half
-        cut = text.rfind(" ", 0, limit + 1)
-        text = (text[:cut] if cut > limit // 2 else text[:limit]) + "..."
-    return text.encode("utf-8", "backslashreplace").decode()
+    return clip(str(value), limit).encode("utf-8", "backslashreplace").decode()

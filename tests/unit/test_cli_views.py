@@ -14,8 +14,8 @@ from rich.table import Table
 from batchbus.cli.commands import cost, results, status
 from batchbus.cli.commands.submit import print_summary
 from batchbus.cli.tally import Tally, finals
-from batchbus.cli.text import clip
 from batchbus.shared.models import BatchRecord, Cost, ErrorInfo, Result, Usage
+from batchbus.shared.text import clip
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 JSON_ERROR = ("task is not valid JSON: Expecting property name enclosed in double quotes: "
