@@ -3,6 +3,7 @@
 import json
 import re
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ TASK_FIELDS = frozenset(Task.model_fields)
 # JSON nests deeper than the hops after intake carry: pydantic's parser (batcher, notifier)
 # stops at 200 levels and its serializer at 255. Real request bodies nest far less.
 MAX_DEPTH = 100
+_FALLBACK = ThreadPoolExecutor(1, thread_name_prefix="intake-json")  # see _parse
 # A `\ud800`-style escape without its pair parses, but no UTF-8 encoder can write it again.
 LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
@@ -76,14 +78,16 @@ def _parse(data: bytes) -> tuple[Any, bool] | Rejection:
 
     pydantic's parser first: faster than json.loads, and it refuses lone surrogates, NaN,
     Infinity and nesting past 200, so what it takes needs no surrogate check. What it
-    refuses is parsed again by json.loads, whose errors and values name the reason.
+    refuses is parsed again by json.loads, whose errors and values name the reason. It
+    recurses, and how deep it gets depends on the stack it starts on: run on a thread of its
+    own, the verdict on a deeply nested task is the same wherever intake is called from.
     """
     try:
         return from_json(data, allow_inf_nan=False), True
     except ValueError:
         pass
     try:
-        return json.loads(data, parse_constant=_not_json), False
+        return _FALLBACK.submit(json.loads, data, parse_constant=_not_json).result(), False
     except (ValueError, RecursionError) as exc:
         return Rejection("malformed_json", f"task is not valid JSON: {short(exc)}")
 

@@ -6,6 +6,7 @@ import pytest
 
 from batchbus.services.intake.validation import Limits, Rejection, validate_task
 from batchbus.shared.models import Task
+from tests.fuzz.strategies import nested
 
 LIMITS = Limits(allowed_models=frozenset({"claude-sonnet-4-6"}), max_tokens=4096,
                 max_task_bytes=10_000)
@@ -94,3 +95,14 @@ def test_without_an_allow_list_any_model_passes() -> None:
     outcome = validate_task(json.dumps(task(params=params(model="new-model"))).encode(),
                             open_limits)
     assert isinstance(outcome, Task)
+
+
+@pytest.mark.parametrize("depth", [900, 990, 1100])
+def test_the_verdict_on_deep_nesting_does_not_depend_on_the_callers_stack(depth: int) -> None:
+    raw = b'{"task_id": "deep", "metadata": ' + nested(depth) + b"}"
+
+    def called_from(frames: int) -> object:
+        return called_from(frames - 1) if frames else validate_task(raw, LIMITS)
+
+    shallow, deep = called_from(0), called_from(300)
+    assert isinstance(shallow, Rejection) and shallow == deep
