@@ -27,6 +27,7 @@ class BatchRecords:
         self.kv = kv
         self.manifests = manifests
         self._gone: set[str] = set()  # keys seen deleted (see `all`)
+        self._listed: tuple[int, list[BatchRecord]] | None = None  # last seq, live records
         self._reconnects = 0
 
     async def read(self, key: str) -> tuple[BatchRecord, int] | None:
@@ -47,18 +48,26 @@ class BatchRecords:
         and reading each one every second made the listing grow with history. Intent ids
         are never reused, so a deleted record stays deleted, unless the server lost the
         deletion; only a server restart can, and that reconnects this client, after which
-        every key is read again."""
+        every key is read again. Nothing is read while nothing was written."""
         reconnects = self.js._nc.stats["reconnects"]  # nats-py has no public counter
         if reconnects != self._reconnects:
             self._gone.clear()
+            self._listed = None
             self._reconnects = reconnects
+        # Every write to the bucket takes the next sequence: an unchanged last sequence means
+        # unchanged records, and an idle listing costs one small request.
+        last = (await self.js.stream_info(KV_STREAM)).state.last_seq
+        if self._listed is not None and self._listed[0] == last:
+            return list(self._listed[1])
         info = await self.js.stream_info(KV_STREAM, subjects_filter=KV_SUBJECTS + ">")
         keys = {s.removeprefix(KV_SUBJECTS) for s in info.state.subjects or {}}
         self._gone &= keys  # markers the server removed
         wanted = sorted(keys - self._gone)
         found = await asyncio.gather(*(self.read(key) for key in wanted))
         self._gone.update(key for key, f in zip(wanted, found, strict=True) if f is None)
-        return [f[0] for f in found if f is not None]
+        live = [f[0] for f in found if f is not None]
+        self._listed = (last, live)  # as of `last` at least: later writes raise it again
+        return list(live)
 
     async def create(self, intent: BatchRecord, rows: list[bytes]) -> int:
         """Writes the manifest (its entries' rows, ManifestEntry.to_row), then the intent;

@@ -72,3 +72,21 @@ async def test_retired_records_are_read_once_and_again_after_a_restart(
     listed = {r.intent_id for r in await records.all()}
     assert listed == {live.intent_id, retired.intent_id}
     assert records._gone == set()
+
+
+async def test_a_listing_sees_every_write_of_another_replica(own_server: NatsServer,
+                                                            client: Client) -> None:
+    js = client.jetstream()
+    mine = await streams.batch_records(js, NatsSettings(url=own_server.url))
+    other = BatchRecords(js, mine.kv, mine.manifests)  # another replica's view of the bucket
+    first, second = record(), record()
+    await write(mine, first)
+    assert [r.intent_id for r in await mine.all()] == [first.intent_id]
+    assert [r.intent_id for r in await mine.all()] == [first.intent_id]  # unchanged: cached
+    await write(other, second)
+    assert {r.intent_id for r in await mine.all()} == {first.intent_id, second.intent_id}
+    await other.transition(second.intent_id, lambda r: r.model_copy(update={"requests": 7}))
+    changed = {r.intent_id: r.requests for r in await mine.all()}
+    assert changed == {first.intent_id: 1, second.intent_id: 7}
+    await other.kv.delete(first.intent_id)
+    assert [r.intent_id for r in await mine.all()] == [second.intent_id]
