@@ -3,9 +3,9 @@
 import json
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic_core import from_json, to_json
 from typing_extensions import TypedDict  # before Python 3.12 pydantic validates only this one
 
@@ -19,6 +19,10 @@ def parse_json(data: bytes | str) -> Any:
     except ValueError:
         return json.loads(data)
 
+
+# A request's betas as batches compare them (a batch's `anthropic-beta` header): sorted, each
+# once, so that order and repeats never make a new set.
+Betas = Annotated[list[str], AfterValidator(lambda betas: sorted(set(betas)))]
 
 Status = Literal["succeeded", "errored", "expired", "canceled", "rejected"]
 Route = Literal["auto", "batch", "realtime"]
@@ -37,7 +41,7 @@ class Task(BaseModel):
     webhook: str | None = None
     # Betas the request needs (the batch's `anthropic-beta` header): tasks with different
     # sets never share a batch.
-    betas: list[str] = Field(default_factory=list)
+    betas: Betas = Field(default_factory=list)
     # A model to send the task to once more if its model refuses it (stop_reason "refusal").
     fallback_model: str | None = None
 
@@ -181,7 +185,7 @@ class AcceptedTask(_Internal):
     deadline: datetime | None = None
     webhook: str | None = None  # name of one of the tenant's configured endpoints
     reservation: Reservation | None = None
-    betas: list[str] = Field(default_factory=list)
+    betas: Betas = Field(default_factory=list)
     fallback_model: str | None = None  # cleared once used
     warnings: list[str] = Field(default_factory=list)  # intake's, carried to the Result
     # The earlier attempts that were billed (a refusal before its fallback), summed.

@@ -4,7 +4,7 @@ bytes, time, and a change of betas)."""
 import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -55,11 +55,6 @@ def batch_body(requests: Sequence[bytes]) -> tuple[int, AsyncIterator[bytes]]:
         yield b"]}"
 
     return length, pieces()
-
-
-def beta_set(betas: Iterable[str]) -> Betas:
-    """A task's betas as batches compare them: order and repeats do not make a new set."""
-    return tuple(sorted(set(betas)))
 
 
 def prefix_key(params: dict[str, Any]) -> str:

@@ -24,7 +24,6 @@ from batchbus.services.batcher import failpoints
 from batchbus.services.batcher.batching import (
     Betas,
     batch_body,
-    beta_set,
     custom_id,
     encode_request,
     prefix_key,
@@ -71,7 +70,7 @@ class Pending:
                                 task.warnings, task.fallback_model, task.prior_cost)
         return cls(msg, seq, task.tenant, task.task_id, task.published_at, row,
                    encode_request(cid, task.params), prefix_key(task.params),
-                   beta_set(task.betas))
+                   tuple(task.betas))
 
     @property
     def size(self) -> int:

@@ -219,7 +219,7 @@ class TaskIntake:
             tenant=admitted.tenant, task_id=task.task_id, params=task.params,
             metadata=task.metadata, published_at=admitted.msg.metadata.timestamp,
             webhook=task.webhook, deadline=task.deadline, reservation=reservation,
-            betas=sorted(set(task.betas)), fallback_model=task.fallback_model,
+            betas=task.betas, fallback_model=task.fallback_model,
             warnings=list(admitted.warnings))
 
     async def _hand_off(self, batch: Batch, handoffs: list[Handoff]) -> None:

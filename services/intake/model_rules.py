@@ -20,7 +20,7 @@ class Allowed:
 
 def check_models(task: Task, catalog: Catalog) -> Rejection | Allowed:
     """The task's model (and fallback model) against the catalog, its betas and its params."""
-    betas = sorted(set(task.betas))
+    betas = task.betas
     broken = _check_betas(betas, catalog, task.route)
     warnings: list[str] = []
     models = [("params.model", str(task.params["model"]))]

@@ -9,11 +9,11 @@ import pytest
 from anthropic import AsyncAnthropic
 from nats.aio.msg import Msg
 
-from batchbus.services.batcher.batching import FlushPolicy, PendingBatch, beta_set
+from batchbus.services.batcher.batching import FlushPolicy, PendingBatch
 from batchbus.services.batcher.metrics import BatcherMetrics
 from batchbus.services.batcher.submission import Pending, Submitter
 from batchbus.shared.anthropic_client import beta_headers
-from batchbus.shared.models import AcceptedTask
+from batchbus.shared.models import AcceptedTask, Task
 from batchbus.shared.records import BatchRecords
 
 PARAMS = {"model": "claude-opus-5", "max_tokens": 5,
@@ -33,8 +33,11 @@ def held(seq: int, task: AcceptedTask) -> Pending:
 
 
 def test_a_beta_set_ignores_order_and_repeats() -> None:
-    assert beta_set(["b", "a", "b"]) == beta_set(["a", "b"]) == ("a", "b")
-    assert beta_set([]) == ()
+    def betas(*names: str) -> list[str]:
+        return Task(task_id="t", params={}, betas=list(names)).betas
+
+    assert betas("b", "a", "b") == betas("a", "b") == ["a", "b"]
+    assert betas() == []
     assert held(1, accepted("t", ["x", "w", "x"])).betas == ("w", "x")
 
 
