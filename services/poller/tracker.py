@@ -53,6 +53,7 @@ class Tracker:
         self.metrics = metrics
         self.counts: dict[str, dict[str, int]] = {}
         self.seen: dict[str, float] = {}  # batch id -> when a sweep last saw it (monotonic)
+        self.calls = 0  # API calls of the current sweep
         self.rng = random.Random()
         self.tick = min(1.0, max(0.05, settings.interval_seconds / 2))
 
@@ -82,46 +83,48 @@ class Tracker:
         """One look at every batch in flight."""
         self.metrics.sweeps.inc()
         unseen = dict(tracked)
-        calls, ended = 0, 0
+        self.calls, ended = 0, 0
         try:
-            calls, ended = await self._list(unseen)
+            ended = await self._list(unseen)
             for batch_id in sorted(unseen, key=lambda b: self.seen.get(b, 0.0))[:MAX_RETRIEVES]:
-                calls += 1
                 batch = await self._call("retrieve", self.client.messages.batches.retrieve(batch_id))
                 ended += await self.observe(unseen.pop(batch_id), batch)
         except anthropic.APIError as exc:
             wait = retry_after(exc) if isinstance(exc, anthropic.APIStatusError) else None
             log.warning("sweep of %d batches failed (%s); backing off", len(tracked),
                         getattr(exc, "status_code", "connection"))
-            self.cadence.failed(monotonic(), calls, wait, self.rng)
+            # The calls made before the failure count against the budget too.
+            self.cadence.failed(monotonic(), self.calls, wait, self.rng)
             return
         changed = ended > 0 or any(b not in self.seen for b in tracked)
         now = monotonic()
         for batch_id in tracked.keys() - unseen.keys():
             self.seen[batch_id] = now
-        self.cadence.swept(now, calls, changed, self.rng)
+        self.cadence.swept(now, self.calls, changed, self.rng)
         self.metrics.sweep_interval.set(self.cadence.interval)
 
-    async def _list(self, unseen: dict[str, BatchRecord]) -> tuple[int, int]:
+    async def _list(self, unseen: dict[str, BatchRecord]) -> int:
         """Pages of the list until every batch of `unseen` was seen or the pages are older
-        than the oldest of them; takes the seen ones out of `unseen`. (calls, batches ended)."""
+        than the oldest of them; takes the seen ones out of `unseen`. The batches ended."""
         created = [r.created_at for r in unseen.values() if r.created_at is not None]
         oldest = min(created) - CLOCK_SKEW if len(created) == len(unseen) else None
-        calls, ended = 0, 0
+        pages, ended = 0, 0
         page = None
-        while unseen and calls < MAX_PAGES:
+        while unseen and pages < MAX_PAGES:
             page = await self._call("list", self.client.messages.batches.list(limit=PAGE)
                                     if page is None else page.get_next_page())
-            calls += 1
+            pages += 1
             for batch in page.data:
                 if (record := unseen.pop(batch.id, None)) is not None:
                     ended += await self.observe(record, batch)
             if not page.data or not page.has_next_page() \
                     or (oldest is not None and page.data[-1].created_at < oldest):
                 break
-        return calls, ended
+        return ended
 
     async def _call(self, endpoint: str, call: Awaitable[T]) -> T:
+        """One API call of a sweep, counted (by the sweep, for its budget, and as a metric)."""
+        self.calls += 1
         self.metrics.polls.labels(endpoint).inc()
         try:
             return await call
