@@ -55,6 +55,13 @@ class ServiceMetrics:
         notifier: the rest), by status."""
         return self.counter("results_total", "Final results published, by status", ["status"])
 
+    def payload_bytes_counter(self) -> Counter:
+        """Bytes of claim-checked payloads (shared/payloads.py) this service stored, read
+        back and deleted."""
+        return self.counter("payload_bytes_total", "Bytes of payloads in the tenants' payload "
+                            "buckets, by operation", ["operation"],
+                            known=("stored", "read", "deleted"))
+
     def api_errors_counter(self) -> Counter:
         return self.counter("api_errors_total", "Anthropic API errors",
                             ["operation", "status_code"])

@@ -5,7 +5,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import from_json, to_json
 from typing_extensions import TypedDict  # before Python 3.12 pydantic validates only this one
 
@@ -29,12 +29,16 @@ Route = Literal["auto", "batch", "realtime"]
 
 
 class Task(BaseModel):
-    """What a user publishes on `batchbus.tasks.<tenant>`; `params` passes through untouched."""
+    """What a user publishes on `batchbus.tasks.<tenant>`; `params` passes through untouched.
+
+    Params too large for one NATS message are stored in the tenant's payload bucket instead,
+    and `params_object` names them (docs/payloads.md): one of the two, never both."""
 
     model_config = ConfigDict(extra="forbid")
 
     task_id: str
-    params: dict[str, Any]
+    params: dict[str, Any] = Field(default_factory=dict)
+    params_object: str | None = Field(None, min_length=1, max_length=255)
     metadata: dict[str, Any] = Field(default_factory=dict)
     deadline: AwareDatetime | None = None  # RFC 3339 requires the offset; naive is rejected
     route: Route = "auto"
@@ -44,6 +48,15 @@ class Task(BaseModel):
     betas: Betas = Field(default_factory=list)
     # A model to send the task to once more if its model refuses it (stop_reason "refusal").
     fallback_model: str | None = None
+
+    @model_validator(mode="after")
+    def _params_or_object(self) -> "Task":
+        given = "params" in self.model_fields_set
+        if given == (self.params_object is not None):
+            raise ValueError("give either params or params_object (the name of the stored "
+                             "params in the tenant's payload bucket), not both" if given else
+                             "params is required (or params_object naming stored params)")
+        return self
 
 
 class Usage(BaseModel):
@@ -115,6 +128,9 @@ class Result(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)  # e.g. a deprecated model's retirement
     refusal: Refusal | None = None
+    # An answer too large for one NATS message: `message` is null and this names the object
+    # in the tenant's payload bucket that holds it (the client reads it back by itself).
+    message_object: str | None = None
 
 
 class ResultFields(TypedDict):
@@ -136,6 +152,7 @@ class ResultFields(TypedDict):
     metadata: dict[str, Any]
     warnings: list[str]
     refusal: RefusalFields | None
+    message_object: str | None
 
 
 class BatchEvent(BaseModel):
@@ -190,6 +207,9 @@ class AcceptedTask(_Internal):
     warnings: list[str] = Field(default_factory=list)  # intake's, carried to the Result
     # The earlier attempts that were billed (a refusal before its fallback), summed.
     prior_cost: Cost | None = None
+    # Params stored in the tenant's payload bucket under this name (too large for a message);
+    # `params` then holds only their model, which the stored ones are sent with.
+    params_object: str | None = None
 
 
 class ManifestEntry(_Internal):
@@ -209,6 +229,7 @@ class ManifestEntry(_Internal):
     warnings: list[str] = Field(default_factory=list)  # the task's, for its final result
     fallback_model: str | None = None  # where a refused request goes next
     prior_cost: Cost | None = None  # what the task's earlier attempts cost (a refusal)
+    params_object: str | None = None  # stored params, deleted once the final result is
 
     # Stored as a positional JSON row: a 100,000-line manifest is held in memory while its
     # results stream in, and field names would double its size. Trailing defaults are left
@@ -216,20 +237,22 @@ class ManifestEntry(_Internal):
     def to_row(self) -> bytes:
         return self.row(self.custom_id, self.tenant, self.task_id, self.attempt, self.model,
                         self.metadata, self.published_at, self.accepted_seq, self.webhook,
-                        self.reservation, self.warnings, self.fallback_model, self.prior_cost)
+                        self.reservation, self.warnings, self.fallback_model, self.prior_cost,
+                        self.params_object)
 
     @staticmethod
     def row(custom_id: str, tenant: str, task_id: str, attempt: int, model: str,
             metadata: dict[str, Any], published_at: datetime, accepted_seq: int,
             webhook: str | None, reservation: Reservation | None, warnings: list[str],
-            fallback_model: str | None, prior_cost: Cost | None) -> bytes:
+            fallback_model: str | None, prior_cost: Cost | None,
+            params_object: str | None = None) -> bytes:
         """The row of the entry these fields make, without building it (the batcher writes
         one per task it takes)."""
         values: list[Any] = [custom_id, tenant, task_id, attempt, model, metadata,
                              published_at.isoformat(), accepted_seq, webhook,
                              reservation.model_dump(mode="json") if reservation else None,
                              warnings or None, fallback_model,
-                             prior_cost.model_dump() if prior_cost else None]
+                             prior_cost.model_dump() if prior_cost else None, params_object]
         while values[-1] is None:
             values.pop()
         return to_json(values)  # pydantic's encoder: compact UTF-8, twice json.dumps' speed
@@ -286,3 +309,4 @@ class DeadLetter(BaseModel):
     metadata: dict[str, Any]
     history: list[Attempt]
     result: Result
+    params_object: str | None = None  # the stored params, kept until the bucket's max age

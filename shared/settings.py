@@ -14,6 +14,10 @@ class NatsSettings(BaseSettings):
     # A retried attempt reads its task back from the internal stream, so keep it past 24 h.
     internal_max_age_seconds: float = 8 * 24 * 3600
     task_ids_ttl_seconds: float = 7 * 24 * 3600
+    # Stored task params and answers (docs/payloads.md): as long as the internal stream keeps
+    # the accepted task that names its params, and past its Result's retention. A task's
+    # params go sooner, once its final result is stored.
+    payloads_max_age_seconds: float = 8 * 24 * 3600
     replicas: int = Field(1, ge=1, le=5)
     # A service that cannot reach NATS for this long at start exits (non-zero, saying so).
     connect_timeout_seconds: float = Field(60.0, gt=0)

@@ -61,6 +61,9 @@ LEASE_POLLER = "poller"
 # <tenant>.<YYYY-MM-DD>.<task_id> -> the task's Reservation, so it is reserved only once.
 KV_BUDGETS = "budgets"
 OBJ_MANIFESTS = "batch_manifests"  # <intent_id> -> ManifestEntry rows, one per line
+# One object store per tenant, `payloads_<tenant>`: task params and answers too large for one
+# NATS message (a claim check). Per tenant, so NATS permissions can give each its own.
+OBJ_PAYLOADS_PREFIX = "payloads_"
 
 MSG_ID = "Nats-Msg-Id"
 # On a stored result: the name of the tenant's webhook endpoint that should receive it.
@@ -96,6 +99,11 @@ def tenant_batch_events(batch_id: str, tenant: str) -> str:
 
 def events_of(tenant: str) -> str:
     return f"{EVENTS_PREFIX}.*.{tenant}"
+
+
+def payloads(tenant: str) -> str:
+    """The tenant's object store bucket for payloads too large for a message."""
+    return f"{OBJ_PAYLOADS_PREFIX}{tenant}"
 
 
 def cancel(tenant: str) -> str:

@@ -1,0 +1,168 @@
+"""The claim check: task params and answers too large for one NATS message live in the
+tenant's object store bucket (`payloads_<tenant>`), and the message names the object instead.
+
+Every side uses this module: the client and the CLI store params and read answers, intake
+validates stored params, the batcher streams them into a create body, the notifier stores
+large answers and deletes params once a task's final result is stored. docs/payloads.md
+describes the same for users of other NATS clients.
+"""
+
+import asyncio
+import base64
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from prometheus_client import Counter
+from nats.js.api import ObjectInfo, ObjectStoreConfig
+from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
+from nats.js.object_store import ObjectStore
+
+from batchbus.shared import subjects
+
+# Room kept in a message for its headers (Nats-Msg-Id and the like, which max_payload counts)
+# and for the fields around a payload: anything closer to max_payload goes to the store.
+HEADROOM = 4096
+# nats-py's chunk size: a stored payload is read back one chunk at a time.
+CHUNK_BYTES = 128 * 1024
+# The Messages API's request size limit: params larger than this cannot be sent even alone.
+MAX_PARAMS_BYTES = 32 * 1024 * 1024
+
+
+def fits(size: int, max_payload: int) -> bool:
+    """Whether a message body of `size` bytes can be published inline."""
+    return size + HEADROOM <= max_payload
+
+
+def params_name(task_id: str, data: bytes) -> str:
+    """The object name the client stores a task's params under: the task id and a digest of
+    the params, so the same params are stored once and other params never replace them."""
+    return f"params.{task_id}.{hashlib.sha256(data).hexdigest()[:16]}"
+
+
+def answer_name(task_id: str) -> str:
+    """The object name of a task's stored answer: one per task, as its final result is."""
+    return f"answer.{task_id}"
+
+
+class PayloadMissing(Exception):
+    """The named object is not in the tenant's bucket (never stored, expired or deleted)."""
+
+
+class PayloadTooLarge(Exception):
+    """The named object is larger than the reader allows."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    name: str
+    size: int
+
+
+class Payloads:
+    """The payload buckets of every tenant, opened (or created) on first use.
+
+    `ttl` is the buckets' max age (NATS_PAYLOADS_MAX_AGE_SECONDS): what no one deletes goes
+    then. Creating a bucket needs the permission to; a tenant's user has it for its own.
+    """
+
+    def __init__(self, js: JetStreamContext, ttl: float, replicas: int = 1,
+                 metered: Counter | None = None) -> None:
+        self.js = js
+        self.ttl = ttl
+        self.replicas = replicas
+        self.metered = metered  # ServiceMetrics.payload_bytes_counter(), in a service
+        self._stores: dict[str, ObjectStore] = {}
+        self._opening: dict[str, asyncio.Lock] = {}
+
+    async def bucket(self, tenant: str) -> ObjectStore:
+        store = self._stores.get(tenant)
+        if store is not None:
+            return store
+        async with self._opening.setdefault(tenant, asyncio.Lock()):
+            if tenant not in self._stores:
+                self._stores[tenant] = await self._open(subjects.payloads(tenant))
+            return self._stores[tenant]
+
+    async def _open(self, name: str) -> ObjectStore:
+        try:
+            return await self.js.object_store(name)
+        except (BucketNotFoundError, NotFoundError):
+            # nats-py takes the bucket name apart from the config (it overwrites config.bucket).
+            return await self.js.create_object_store(name, config=ObjectStoreConfig(
+                ttl=self.ttl, replicas=self.replicas,
+                description="batchbus payloads too large for one message"))
+
+    async def put(self, tenant: str, name: str, data: bytes) -> Stored:
+        """Stores `data` under `name` unless an object of that name holds the same bytes
+        already (a replay stores nothing, and a reader of the object is never cut off)."""
+        store = await self.bucket(tenant)
+        digest = "SHA-256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
+        try:
+            info = await store.get_info(name)
+            if info.size == len(data) and info.digest == digest:
+                return Stored(name, len(data))
+        except ObjectNotFoundError:
+            pass
+        info = await store.put(name, data)
+        self._count("stored", info.size or 0)
+        return Stored(name, info.size or 0)
+
+    async def info(self, tenant: str, name: str) -> ObjectInfo:
+        store = await self.bucket(tenant)
+        try:
+            return await store.get_info(name)
+        except ObjectNotFoundError:
+            raise PayloadMissing(_missing(tenant, name)) from None
+
+    async def read(self, tenant: str, name: str, limit: int | None = None) -> bytes:
+        """The whole object; PayloadTooLarge if it is over `limit` bytes."""
+        info = await self.info(tenant, name)
+        if limit is not None and (info.size or 0) > limit:
+            raise PayloadTooLarge(f"object {name!r} is {info.size:,} bytes, over the limit of "
+                                  f"{limit:,}")
+        return b"".join([chunk async for chunk in self.chunks(tenant, info)])
+
+    async def chunks(self, tenant: str, info: ObjectInfo) -> AsyncIterator[bytes]:
+        """The object's bytes one chunk at a time, each fetched when the last is taken: a
+        reader holds one chunk, never the object. Its digest is checked at the end."""
+        stream = f"OBJ_{subjects.payloads(tenant)}"
+        subject = f"$O.{subjects.payloads(tenant)}.C.{info.nuid}"
+        digest = hashlib.sha256()
+        seq, read = 0, 0
+        while read < (info.size or 0):
+            try:
+                msg = await self.js.get_msg(stream, seq=seq + 1, subject=subject, next=True,
+                                            direct=True)
+            except NotFoundError:  # deleted or expired while being read
+                raise PayloadMissing(_missing(tenant, info.name or "")) from None
+            data = msg.data or b""
+            seq = msg.seq or seq + 1
+            read += len(data)
+            digest.update(data)
+            self._count("read", len(data))
+            yield data
+        stored = (info.digest or "").split("=", 1)[-1]
+        if read != info.size or base64.urlsafe_b64encode(digest.digest()).decode() != stored:
+            raise PayloadMissing(f"object {info.name!r} of tenant {tenant} changed while read")
+
+    async def delete(self, tenant: str, name: str) -> bool:
+        """Deletes the object; False if it was gone already."""
+        store = await self.bucket(tenant)
+        try:
+            info = await store.get_info(name)
+            await store.delete(name)
+        except ObjectNotFoundError:
+            return False
+        self._count("deleted", info.size or 0)
+        return True
+
+    def _count(self, operation: str, size: int) -> None:
+        if self.metered is not None:
+            self.metered.labels(operation).inc(size)
+
+
+def _missing(tenant: str, name: str) -> str:
+    return (f"object {name!r} is not in {subjects.payloads(tenant)} (never stored, or past its "
+            "retention): store the params again and resend the task")
