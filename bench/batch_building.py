@@ -35,6 +35,7 @@ from batchbus.services.batcher.submission import Pending, Submitter
 from batchbus.shared import streams, subjects
 from batchbus.shared.anthropic_client import make_client
 from batchbus.shared.models import AcceptedTask
+from batchbus.shared.payloads import Payloads
 from batchbus.shared.settings import AnthropicSettings, NatsSettings
 from bench.common import KEY, emit, start_emulator
 
@@ -135,7 +136,8 @@ async def measure(n: int) -> dict[str, float]:
         submitter = Submitter(
             make_client(AnthropicSettings(api_key=KEY, base_url=url), max_retries=0),
             await streams.batch_records(js, settings), await streams.batch_ids_bucket(js, settings),
-            BatcherMetrics(), settle_seconds=0, create_timeout=300, stale_after=900)
+            BatcherMetrics(), settle_seconds=0, create_timeout=300, stale_after=900,
+            payloads=Payloads(js, settings.payloads_max_age_seconds))
         gc.collect()
         before = rss_mb()
         reset_peak()

@@ -12,14 +12,17 @@ import base64
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from nats.js import JetStreamContext
-from prometheus_client import Counter
 from nats.js.api import ObjectInfo, ObjectStoreConfig
 from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
 from batchbus.shared import subjects
+
+if TYPE_CHECKING:  # the client package has no prometheus-client: only services meter
+    from prometheus_client import Counter
 
 # Room kept in a message for its headers (Nats-Msg-Id and the like, which max_payload counts)
 # and for the fields around a payload: anything closer to max_payload goes to the store.
@@ -68,7 +71,7 @@ class Payloads:
     """
 
     def __init__(self, js: JetStreamContext, ttl: float, replicas: int = 1,
-                 metered: Counter | None = None) -> None:
+                 metered: "Counter | None" = None) -> None:
         self.js = js
         self.ttl = ttl
         self.replicas = replicas

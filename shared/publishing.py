@@ -9,7 +9,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import Header, PubAck
-from nats.js.errors import APIError, NoStreamResponseError
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 from pydantic import BaseModel
 from pydantic_core import from_json, to_json
 
@@ -23,6 +23,7 @@ from batchbus.shared.models import (
     ErrorInfo,
     Reservation,
     Result,
+    Status,
     Usage,
 )
 
@@ -110,16 +111,28 @@ async def publish_canceled(js: JetStreamContext, tenant: str, task_id: str,
                            reservation: Reservation | None = None,
                            warnings: Sequence[str] = (),
                            prior_cost: Cost | None = None) -> bool:
-    """The task's final `canceled` result; False if it already had a final result.
+    """The task's final `canceled` result; False if it already had a final result."""
+    return await publish_unsent(js, tenant, task_id, metadata, attempts,
+                                ErrorInfo(type="canceled", message="canceled at the owner's request"),
+                                batch_id, usage, webhook, reservation, warnings, prior_cost)
 
-    A task canceled before its attempt ran settles its budget `reservation` with what its
-    earlier attempts cost (`prior_cost`: a refusal before its fallback; none: a release),
-    only when its result is newly stored, so a repeat never settles twice.
+
+async def publish_unsent(js: JetStreamContext, tenant: str, task_id: str,
+                         metadata: dict[str, object], attempts: int, error: ErrorInfo,
+                         batch_id: str | None = None, usage: Usage | None = None,
+                         webhook: str | None = None, reservation: Reservation | None = None,
+                         warnings: Sequence[str] = (), prior_cost: Cost | None = None) -> bool:
+    """The final result of a task whose attempt never ran: `canceled`, or `errored` with
+    `error` (its stored params gone); False if it already had a final result.
+
+    Such a task settles its budget `reservation` with what its earlier attempts cost
+    (`prior_cost`: a refusal before its fallback; none: a release), only when its result is
+    newly stored, so a repeat never settles twice.
     """
-    result = Result(task_id=task_id, tenant=tenant, status="canceled", batch_id=batch_id,
+    status: Status = "canceled" if error.type == "canceled" else "errored"
+    result = Result(task_id=task_id, tenant=tenant, status=status, batch_id=batch_id,
                     route="batch" if batch_id else None, attempts=attempts, usage=usage,
-                    cost=prior_cost, metadata=metadata, warnings=list(warnings),
-                    error=ErrorInfo(type="canceled", message="canceled at the owner's request"))
+                    cost=prior_cost, metadata=metadata, warnings=list(warnings), error=error)
     if not await publish_result(js, result, subjects.result_msg_id(tenant, task_id), webhook):
         return False
     if usage is None:
@@ -128,12 +141,24 @@ async def publish_canceled(js: JetStreamContext, tenant: str, task_id: str,
     return True
 
 
+async def has_result(js: JetStreamContext, tenant: str, task_id: str) -> bool:
+    """Whether the task's final result is stored (results are kept for the results stream's
+    max age: an older one is not found)."""
+    try:
+        await js.get_last_msg(subjects.STREAM_RESULTS, subjects.results(tenant, task_id))
+    except NotFoundError:
+        return False
+    return True
+
+
 async def publish_dead_letter(js: JetStreamContext, task: AcceptedTask, history: list[Attempt],
                               final: Result) -> None:
     """Records a task that used up its attempts, with its history and final result; once per
-    task (the result's message id)."""
+    task (the result's message id). Stored params stay for it, named, until the bucket's
+    max age."""
     letter = DeadLetter(tenant=task.tenant, task_id=task.task_id, params=task.params,
-                        metadata=task.metadata, history=history, result=final)
+                        metadata=task.metadata, history=history, result=final,
+                        params_object=task.params_object)
     await publish(js, subjects.dead_letters(task.tenant), letter, subjects.STREAM_DEAD_LETTERS,
                   subjects.result_msg_id(task.tenant, task.task_id))
 

@@ -12,6 +12,7 @@ from batchbus.shared.anthropic_client import ApiReachable, make_client
 from batchbus.shared.app import Loop, Readiness, make_app, run
 from batchbus.shared.broker import make_broker
 from batchbus.shared.cancels import Cancels
+from batchbus.shared.payloads import Payloads
 from batchbus.shared.settings import load
 
 
@@ -29,7 +30,9 @@ def build(settings: BatcherSettings | None = None) -> AsgiFastStream:
             await streams.batch_records(js, settings.nats),
             await streams.batch_ids_bucket(js, settings.nats),
             metrics, settings.doubt_settle_seconds, settings.anthropic.timeout_seconds,
-            settings.intent_stale_seconds)
+            settings.intent_stale_seconds,
+            Payloads(js, settings.nats.payloads_max_age_seconds, settings.nats.replicas,
+                     metrics.payload_bytes))
         cancels = Cancels(await streams.cancels_bucket(js, settings.nats))
         await cancels.load()
         return {"batcher": Collector(js, submitter, cancels, settings, metrics).run,

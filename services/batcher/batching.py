@@ -4,7 +4,7 @@ bytes, time, and a change of betas)."""
 import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -40,18 +40,57 @@ def encode_request(custom_id: str, params: dict[str, Any]) -> bytes:
     return b"".join((b'{"custom_id":"', custom_id.encode(), b'","params":', encoded, b"}"))
 
 
-def batch_body(requests: Sequence[bytes]) -> tuple[int, AsyncIterator[bytes]]:
+def request_head(custom_id: str) -> bytes:
+    """A request up to its params, for params sent as stored (a `Streamed` request)."""
+    return b"".join((b'{"custom_id":"', custom_id.encode(), b'","params":'))
+
+
+@dataclass(frozen=True, slots=True)
+class Streamed:
+    """A request whose params are read only while the body is sent (params stored in the
+    tenant's payload bucket, up to 32 MB each): the bytes before them, their size, and
+    their reader, which checks they are still that size."""
+
+    head: bytes
+    params_bytes: int
+    read: Callable[[], AsyncIterator[bytes]]
+
+    def __len__(self) -> int:
+        return len(self.head) + self.params_bytes + 1  # and its closing brace
+
+
+Request = bytes | Streamed
+
+
+def batch_body(requests: Sequence[Request]) -> tuple[int, AsyncIterator[bytes]]:
     """The create call's JSON body from encoded requests: its length, and the body itself
     in pieces of BODY_CHUNK requests, each joined only when it is sent. The requests are
     held already; a joined body, or a socket buffering the unsent rest of a big piece,
-    would hold them a second time (the SDK's own path deep-copies every request first)."""
+    would hold them a second time (the SDK's own path deep-copies every request first).
+    Streamed params are read a chunk at a time as they are sent: a batch of a hundred 5 MB
+    documents is never in memory at once."""
     length = ENVELOPE_BYTES + sum(len(r) for r in requests) + max(len(requests) - 1, 0)
 
     async def pieces() -> AsyncIterator[bytes]:
         yield b'{"requests":['
-        for start in range(0, len(requests), BODY_CHUNK):
-            piece = b",".join(requests[start:start + BODY_CHUNK])
-            yield piece if start == 0 else b"," + piece
+        run: list[bytes] = []  # inline requests not yet sent
+        comma = b""  # before every request but the first
+        for request in requests:
+            if isinstance(request, bytes):
+                run.append(request)
+                if len(run) < BODY_CHUNK:
+                    continue
+            if run:
+                yield comma + b",".join(run)
+                run, comma = [], b","
+            if isinstance(request, Streamed):
+                yield comma + request.head
+                comma = b","
+                async for chunk in request.read():
+                    yield chunk
+                yield b"}"
+        if run:
+            yield comma + b",".join(run)
         yield b"]}"
 
     return length, pieces()

@@ -20,8 +20,9 @@ from batchbus.services.batcher.submission import CreateInDoubt, CreateRefused, P
 from batchbus.shared import consumer, subjects
 from batchbus.shared.anthropic_client import REQUEST_COUNTS
 from batchbus.shared.cancels import Cancels
-from batchbus.shared.models import AcceptedTask, BatchEvent, BatchRecord, ManifestEntry
-from batchbus.shared.publishing import publish_canceled, publish_event
+from batchbus.shared.models import AcceptedTask, BatchEvent, BatchRecord, ErrorInfo, ManifestEntry
+from batchbus.shared.payloads import PayloadMissing
+from batchbus.shared.publishing import has_result, publish_canceled, publish_event, publish_unsent
 from batchbus.shared.runtime import kept_alive
 
 log = logging.getLogger("batchbus.batcher")
@@ -109,10 +110,13 @@ class Collector:
             await msg.nak(delay=wait)
             return
         try:
-            item = Pending.of(msg, task)
+            item = Pending.of(msg, task, await self.submitter.stored(task))
         except ValueError:  # NaN or Infinity: intake lets none through
             log.error("internal message at seq %s holds no JSON request; terminating it", seq)
             await msg.term()
+            return
+        except PayloadMissing as exc:
+            await self._params_gone(msg, task, str(exc))
             return
         # A batch has one set of betas: a task of another set, or one too big to join, sends
         # the pending ones first. Each flush leaves fewer pending (a distinct count keeps
@@ -215,6 +219,20 @@ class Collector:
                                   reservation=task.reservation, warnings=task.warnings,
                                   prior_cost=task.prior_cost):
             self.metrics.results.labels("canceled").inc()
+        await msg.ack()
+
+    async def _params_gone(self, msg: Msg, task: AcceptedTask, why: str) -> None:
+        """A task whose stored params are gone. They go once its final result is stored, so
+        with a result this is a late redelivery; without one they outlived their retention
+        waiting (NATS_PAYLOADS_MAX_AGE_SECONDS), and the task fails, saying so."""
+        if not await has_result(self.js, task.tenant, task.task_id):
+            log.error("task %s of %s cannot be sent: %s", task.task_id, task.tenant, why)
+            if await publish_unsent(self.js, task.tenant, task.task_id, task.metadata,
+                                    task.attempt - 1, ErrorInfo(type="payload_missing",
+                                                                message=why),
+                                    webhook=task.webhook, reservation=task.reservation,
+                                    warnings=task.warnings, prior_cost=task.prior_cost):
+                self.metrics.results.labels("errored").inc()
         await msg.ack()
 
     async def _back_off(self, items: list[Pending], retry_after: float | None) -> None:

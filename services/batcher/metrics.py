@@ -9,6 +9,7 @@ class BatcherMetrics(ServiceMetrics):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         super().__init__(registry)
         self.pending_tasks = self.gauge("pending_tasks", "Task attempts waiting in the batcher")
+        self.payload_bytes = self.payload_bytes_counter()  # stored params streamed to creates
         self.oldest_pending_age = self.gauge("oldest_pending_age_seconds",
                                              "Age of the oldest pending task")
         self.batch_requests = self.histogram("batch_requests", "Requests per submitted batch",

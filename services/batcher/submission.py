@@ -23,14 +23,18 @@ from nats.js.kv import KeyValue
 from batchbus.services.batcher import failpoints
 from batchbus.services.batcher.batching import (
     Betas,
+    Request,
+    Streamed,
     batch_body,
     custom_id,
     encode_request,
     prefix_key,
+    request_head,
 )
 from batchbus.services.batcher.metrics import BatcherMetrics
 from batchbus.shared.anthropic_client import beta_headers, request_counts, retry_after
 from batchbus.shared.models import AcceptedTask, BatchRecord, ManifestEntry
+from batchbus.shared.payloads import PayloadMissing, Payloads
 from batchbus.shared.records import BatchRecords
 
 log = logging.getLogger("batchbus.batcher")
@@ -53,13 +57,14 @@ class Pending:
     task_id: str
     published_at: datetime
     row: bytes  # its ManifestEntry as the manifest stores it
-    request: bytes
+    request: Request  # Streamed when its params are stored in the payload bucket
     prefix: str  # requests that share it can share a prompt cache
     betas: Betas  # only requests with the same share a batch
 
     @classmethod
-    def of(cls, msg: Msg, task: AcceptedTask) -> "Pending":
-        """Raises ValueError for params that JSON cannot carry (NaN, Infinity)."""
+    def of(cls, msg: Msg, task: AcceptedTask, stored: Streamed | None = None) -> "Pending":
+        """The held task; `stored` reads its params when its params_object names them.
+        Raises ValueError for params that JSON cannot carry (NaN, Infinity)."""
         cid = custom_id(task.tenant, task.task_id, task.attempt)
         seq = msg.metadata.sequence.stream
         # The row straight from an AcceptedTask that is valid already: building an entry
@@ -67,14 +72,19 @@ class Pending:
         row = ManifestEntry.row(cid, task.tenant, task.task_id, task.attempt,
                                 str(task.params.get("model", "")), task.metadata,
                                 task.published_at, seq, task.webhook, task.reservation,
-                                task.warnings, task.fallback_model, task.prior_cost)
+                                task.warnings, task.fallback_model, task.prior_cost,
+                                task.params_object)
         return cls(msg, seq, task.tenant, task.task_id, task.published_at, row,
-                   encode_request(cid, task.params), prefix_key(task.params),
+                   stored or encode_request(cid, task.params), prefix_key(task.params),
                    tuple(task.betas))
 
     @property
     def size(self) -> int:
         return len(self.request) + 1  # and its comma in the body
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.request, Streamed)
 
     def entry(self) -> ManifestEntry:
         return ManifestEntry.from_row(self.row)
@@ -104,8 +114,9 @@ Resolution = MessageBatch | Literal["absent", "ambiguous"]
 class Submitter:
     def __init__(self, client: AsyncAnthropic, records: BatchRecords, batch_ids: KeyValue,
                  metrics: BatcherMetrics, settle_seconds: float, create_timeout: float,
-                 stale_after: float) -> None:
+                 stale_after: float, payloads: Payloads) -> None:
         self.client = client  # built with max_retries=0
+        self.payloads = payloads
         self.records = records
         self.batch_ids = batch_ids
         self.metrics = metrics
@@ -148,7 +159,17 @@ class Submitter:
         self.metrics.batch_bytes.observe(size)
         return record
 
-    async def _create(self, intent: BatchRecord, revision: int, requests: list[bytes],
+    async def stored(self, task: AcceptedTask) -> Streamed | None:
+        """The request of a task whose params are stored, read when sent; None for inline
+        params. Raises PayloadMissing when they are gone."""
+        if task.params_object is None:
+            return None
+        tenant = task.tenant
+        info = await self.payloads.info(tenant, task.params_object)
+        head = request_head(custom_id(tenant, task.task_id, task.attempt))
+        return Streamed(head, info.size or 0, lambda: self.payloads.chunks(tenant, info))
+
+    async def _create(self, intent: BatchRecord, revision: int, requests: list[Request],
                       betas: Betas) -> MessageBatch:
         try:
             # messages.batches.create's endpoint, with the requests already encoded (the
@@ -166,6 +187,11 @@ class Submitter:
                      intent.intent_id, intent.requests,
                      f", betas {','.join(betas)}" if betas else "")
             return batch
+        except PayloadMissing as exc:
+            # Stored params went while the body was sent: it never ended, so nothing exists.
+            log.error("create for intent %s not sent: %s", intent.intent_id, exc)
+            await self.records.forget(intent, revision)
+            raise CreateRefused(None) from exc
         except anthropic.APIStatusError as exc:
             self.metrics.api_errors.labels("create", str(exc.status_code)).inc()
             if exc.status_code < 500:  # the API answered: nothing was created

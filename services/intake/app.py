@@ -23,6 +23,7 @@ from batchbus.shared.broker import make_broker
 from batchbus.shared.budgets import Budgets
 from batchbus.shared.cancels import Cancels
 from batchbus.shared.catalog import default_catalog
+from batchbus.shared.payloads import Payloads
 from batchbus.shared.pricing import default_prices
 from batchbus.shared.runtime import BatchHandler, serve_batches
 from batchbus.shared.settings import load
@@ -47,7 +48,8 @@ async def setup(settings: IntakeSettings, metrics: IntakeMetrics, endpoints: End
                 budget_limits: dict[str, Decimal], js: JetStreamContext) -> dict[str, Loop]:
     """Once NATS is connected: intake's state loaded, and the loops it runs on."""
     limits = Limits(allowed_models=settings.models(), max_tokens=settings.max_tokens,
-                    max_task_bytes=settings.max_task_bytes, webhooks=endpoints.tenants())
+                    max_task_bytes=settings.max_task_bytes, webhooks=endpoints.tenants(),
+                    max_params_bytes=settings.max_params_bytes)
     cancels = Cancels(await streams.cancels_bucket(js, settings.nats))
     await cancels.load()
     history = BatchHistoryFollower(js, BatchHistory())
@@ -58,7 +60,9 @@ async def setup(settings: IntakeSettings, metrics: IntakeMetrics, endpoints: End
                         limits, metrics, Router(history.history, settings.route_policy()),
                         BudgetGate(Budgets(await streams.budgets_bucket(js, settings.nats)),
                                    budget_limits, default_prices(),
-                                   metrics.budget_reservations), models)
+                                   metrics.budget_reservations), models,
+                        Payloads(js, settings.nats.payloads_max_age_seconds,
+                                 settings.nats.replicas, metrics.payload_bytes))
     batch = settings.fetch_batch
     loops: dict[str, Loop] = {"models": models.follow} if models.client else {}
     return loops | {

@@ -20,11 +20,18 @@ from batchbus.services.intake.metrics import IntakeMetrics
 from batchbus.services.intake.model_rules import check_models
 from batchbus.services.intake.routing import Router
 from batchbus.services.intake.steps import RETRY_DELAY, Admitted, Batch, Claimed, Handoff, Path
-from batchbus.services.intake.validation import Limits, Rejection, check_webhook, validate_task
+from batchbus.services.intake.validation import (
+    Limits,
+    Rejection,
+    check_webhook,
+    validate_params,
+    validate_task,
+)
 from batchbus.shared import subjects
 from batchbus.shared.cancels import Cancels
 from batchbus.shared.catalog import default_catalog
 from batchbus.shared.models import AcceptedTask, ErrorInfo, Reservation, Result, Task
+from batchbus.shared.payloads import PayloadMissing, Payloads, PayloadTooLarge
 from batchbus.shared.publishing import (
     PubAcks,
     Raw,
@@ -34,18 +41,27 @@ from batchbus.shared.publishing import (
     realtime_message,
 )
 from batchbus.shared.runtime import handle_safely
+from batchbus.shared.settings import NatsSettings
 
 log = logging.getLogger("batchbus.intake")
 
 # JetStream's "wrong last sequence" error codes (JSStreamWrongLastSequenceErrF and ...ConstantErr).
 WRONG_LAST_SEQUENCE = (10071, 10164)
+# Stored params read and parsed at once: each may be 32 MB, and a fetched batch holds many.
+STORED_READS = 4
+# What a task with stored params keeps of them once checked: the large parts are read again
+# by whoever sends the request.
+LARGE_PARAMS = frozenset({"messages", "system", "tools"})
 
 
 class TaskIntake:
     def __init__(self, js: JetStreamContext, task_ids: KeyValue, cancels: Cancels,
                  limits: Limits, metrics: IntakeMetrics, router: Router,
-                 budgets: BudgetGate | None = None, models: LiveCatalog | None = None) -> None:
+                 budgets: BudgetGate | None = None, models: LiveCatalog | None = None,
+                 payloads: Payloads | None = None) -> None:
         self.js = js
+        self.payloads = payloads or Payloads(js, NatsSettings().payloads_max_age_seconds)
+        self._reading = asyncio.Semaphore(STORED_READS)
         # The model catalog as last read; without one, the data file's.
         self.models = models or LiveCatalog(default_catalog(), None, metrics, every=0)
         self.budgets = budgets
@@ -109,18 +125,60 @@ class TaskIntake:
             return self._reject(subjects.INVALID_TENANT, seq, _bad_tenant(msg.subject, outcome))
         if isinstance(outcome, Rejection):
             return self._reject(tenant, seq, outcome)
+        if outcome.params_object is not None:
+            return self._admit_stored(msg, seq, tenant, outcome, outcome.params_object)
+        return self._route(msg, seq, tenant, outcome)
+
+    def _route(self, msg: Msg, seq: int, tenant: str, task: Task, stored_bytes: int = 0
+               ) -> Admitted | Coroutine[Any, Any, Admitted | None]:
+        """The model checks and the route decision of a valid task."""
         catalog = self.models.current
-        allowed = check_models(outcome, catalog)
+        allowed = check_models(task, catalog)
         if isinstance(allowed, Rejection):
             return self._reject(tenant, seq, allowed)
         # A beta that exists only on the Batch API keeps the task off the real-time path.
-        asked = "batch" if any(catalog.betas[b].batch_only for b in outcome.betas) \
-            else outcome.route
-        decision = self.router.decide(asked, outcome.deadline, datetime.now(UTC))
+        asked = "batch" if any(catalog.betas[b].batch_only for b in task.betas) else task.route
+        decision = self.router.decide(asked, task.deadline, datetime.now(UTC))
         route = decision.route
+        if stored_bytes:  # checked whole: from here on only the small fields are needed
+            task = task.model_copy(update={"params": {
+                k: v for k, v in task.params.items() if k not in LARGE_PARAMS}})
         if route is None:
-            return self._past_deadline(msg, seq, tenant, outcome, decision.reason)
-        return Admitted(msg, seq, tenant, outcome, route, decision.reason, allowed.warnings)
+            return self._past_deadline(msg, seq, tenant, task, decision.reason)
+        return Admitted(msg, seq, tenant, task, route, decision.reason, allowed.warnings,
+                        stored_bytes)
+
+    async def _admit_stored(self, msg: Msg, seq: int, tenant: str, task: Task,
+                            name: str) -> Admitted | None:
+        """A task whose params are stored in its tenant's payload bucket, checked as if they
+        were inline. Only that tenant's bucket is read: a task cannot name another's."""
+        async with self._reading:
+            try:
+                data = await self.payloads.read(tenant, name, self.limits.max_params_bytes)
+            except PayloadTooLarge as exc:
+                await self._reject(tenant, seq, Rejection(
+                    "too_large", f"{exc}: the Messages API's request size limit",
+                    task.task_id, task.webhook))
+                return None
+            except PayloadMissing as exc:
+                if await self._claimed(tenant, task.task_id):
+                    # Accepted before: its params go once its final result is stored, so
+                    # this is a late redelivery or a duplicate. No second result.
+                    self.metrics.tasks_deduplicated.inc()
+                    return None
+                await self._reject(tenant, seq, Rejection("payload_missing", str(exc),
+                                                          task.task_id, task.webhook))
+                return None
+            params = validate_params(data, self.limits)
+            size = len(data)
+            del data
+        if isinstance(params, Rejection):
+            await self._reject(tenant, seq, Rejection(params.reason, params.message,
+                                                      task.task_id, task.webhook))
+            return None
+        admitted = self._route(msg, seq, tenant, task.model_copy(update={"params": params}),
+                               size)
+        return admitted if isinstance(admitted, Admitted) else await admitted
 
     async def _past_deadline(self, msg: Msg, seq: int, tenant: str, task: Task,
                              reason: str) -> Admitted | None:
@@ -197,7 +255,7 @@ class TaskIntake:
             await self.task_ids.delete(key)
             return None
         held = await budgets.admit(
-            tenant, task.task_id, task.params, len(msg.data),
+            tenant, task.task_id, task.params, len(msg.data) + admitted.stored_bytes,
             msg.metadata.timestamp.astimezone(UTC).date(), admitted.route == "realtime",
             redelivered, task.fallback_model)
         if not isinstance(held, Refusal):
@@ -216,7 +274,9 @@ class TaskIntake:
             log.info("accepted task %s of %s with a warning: %s", task.task_id,
                      admitted.tenant, "; ".join(admitted.warnings))
         return AcceptedTask(
-            tenant=admitted.tenant, task_id=task.task_id, params=task.params,
+            tenant=admitted.tenant, task_id=task.task_id, params_object=task.params_object,
+            # stored params are sent as stored: the task carries their model alone
+            params={"model": task.params["model"]} if task.params_object else task.params,
             metadata=task.metadata, published_at=admitted.msg.metadata.timestamp,
             webhook=task.webhook, deadline=task.deadline, reservation=reservation,
             betas=task.betas, fallback_model=task.fallback_model,

@@ -9,6 +9,7 @@ class IntakeMetrics(ServiceMetrics):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         super().__init__(registry)
         self.tasks_received = self.counter("tasks_received_total", "Tasks read from batchbus.tasks.>")
+        self.payload_bytes = self.payload_bytes_counter()  # stored params read to check them
         self.tasks_accepted = self.counter("tasks_accepted_total", "Tasks that passed validation")
         self.tasks_rejected = self.counter("tasks_rejected_total", "Tasks rejected, by reason",
                                            ["reason"])

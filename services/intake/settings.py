@@ -7,6 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from batchbus.services.intake.budgets import parse_budgets
 from batchbus.services.intake.routing import RoutePolicy
+from batchbus.shared.payloads import MAX_PARAMS_BYTES
 from batchbus.shared.settings import AnthropicSettings, HttpSettings, NatsSettings
 from batchbus.shared.webhooks import WebhookSettings
 
@@ -22,6 +23,9 @@ class IntakeSettings(BaseSettings):
     models_refresh_seconds: float = Field(3600.0, ge=0)
     # NATS refuses larger messages by default (max_payload 1 MB) before intake sees them.
     max_task_bytes: int = Field(1 << 20, ge=1024)
+    # Params stored in the tenant's payload bucket (docs/payloads.md): 32 MiB, the Messages
+    # API's request size limit, each being sent as one request.
+    max_params_bytes: int = Field(MAX_PARAMS_BYTES, ge=1024)
     fetch_batch: int = Field(256, ge=1)
     # Daily USD per tenant: `{"acme": 5}` or `acme=5,beta=10.50`; a tenant not named has none.
     budgets: str = ""

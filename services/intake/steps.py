@@ -36,6 +36,9 @@ class Admitted(NamedTuple):
     route: Path
     reason: str  # why that route: a metric label
     warnings: tuple[str, ...] = ()  # what the user should know (a deprecated model)
+    # Bytes of its params stored in the payload bucket (`params_object`), which the task
+    # then holds only the small fields of: the message's own size is not the request's.
+    stored_bytes: int = 0
 
 
 Claimed: TypeAlias = tuple[Admitted, Claim]

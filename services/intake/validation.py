@@ -12,6 +12,7 @@ from pydantic_core import from_json
 
 from batchbus.shared import subjects
 from batchbus.shared.models import Task
+from batchbus.shared.payloads import MAX_PARAMS_BYTES
 from batchbus.shared.text import clip
 
 REQUIRED_PARAMS = ("model", "max_tokens", "messages")
@@ -30,6 +31,9 @@ class Limits:
     max_tokens: int | None  # a deployment's own cap; None: each model's limit only
     max_task_bytes: int
     webhooks: Mapping[str, frozenset[str]] = field(default_factory=dict)  # tenant -> names
+    # Params stored in the tenant's payload bucket (`params_object`): the Messages API's
+    # request size limit, since each goes as one request.
+    max_params_bytes: int = MAX_PARAMS_BYTES
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,9 @@ def validate_task(data: bytes, limits: Limits) -> Task | Rejection:
                          f"{subjects.TOKEN_PATTERN}: {short(task_id)}")
     rejection = (_check_shape(raw, len(data), limits)
                  or (_check_values(raw) if not plain or _may_nest_too_deep(data) else None)
-                 or _check_params(raw.get("params"), limits))
+                 # stored params are checked once read (validate_params)
+                 or (None if "params_object" in raw and "params" not in raw
+                     else _check_params(raw.get("params"), limits)))
     webhook = raw.get("webhook") if isinstance(raw.get("webhook"), str) else None
     if rejection is not None:
         return Rejection(rejection.reason, rejection.message, task_id, webhook)
@@ -70,6 +76,21 @@ def validate_task(data: bytes, limits: Limits) -> Task | Rejection:
                          f"allowed here; allowed: {', '.join(sorted(limits.allowed_models))}",
                          task_id, webhook)
     return task
+
+
+def validate_params(data: bytes, limits: Limits) -> dict[str, Any] | Rejection:
+    """Stored params (the bytes of a task's `params_object`), checked as inline params are:
+    the request is sent with exactly these bytes."""
+    parsed = _parse(data)
+    if isinstance(parsed, Rejection):
+        return Rejection("malformed_json", parsed.message.replace("task is", "stored params are"))
+    params, plain = parsed
+    if not isinstance(params, dict):
+        return Rejection("bad_params", "stored params must be a Messages API request body (an "
+                         f"object), got {_kind(params)}")
+    rejection = ((_check_values(params) if not plain or _may_nest_too_deep(data) else None)
+                 or _check_params(params, limits))
+    return rejection or params
 
 
 def _parse(data: bytes) -> tuple[Any, bool] | Rejection:

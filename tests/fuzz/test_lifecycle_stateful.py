@@ -51,6 +51,7 @@ from batchbus.shared import consumer, streams, subjects
 from batchbus.shared.anthropic_client import make_client
 from batchbus.shared.cancels import Cancels
 from batchbus.shared.models import AcceptedTask, BatchEnded
+from batchbus.shared.payloads import Payloads
 from batchbus.shared.pricing import default_prices
 from batchbus.shared.publishing import publish_accepted
 from batchbus.shared.records import BatchRecords
@@ -143,7 +144,8 @@ class Lifecycle(RuleBasedStateMachine):
         submitter = Submitter(self.client, self.records, self.batch_ids, metrics,
                               self.batcher_settings.doubt_settle_seconds,
                               self.batcher_settings.anthropic.timeout_seconds,
-                              self.batcher_settings.intent_stale_seconds)
+                              self.batcher_settings.intent_stale_seconds,
+                              Payloads(self.js, 3600))
         self.collector = Collector(self.js, submitter, self.cancels, self.batcher_settings,
                                    metrics)
         await self.collector.recover()

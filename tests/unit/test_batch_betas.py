@@ -92,7 +92,8 @@ def test_a_stream_of_tasks_makes_one_batch_per_run_of_equal_sets() -> None:
 
 async def test_a_submit_refuses_requests_of_different_betas() -> None:
     submitter = Submitter(cast(AsyncAnthropic, None), cast(BatchRecords, None), cast(Any, None),
-                          BatcherMetrics(), settle_seconds=0, create_timeout=5, stale_after=60)
+                          BatcherMetrics(), settle_seconds=0, create_timeout=5, stale_after=60,
+                          payloads=cast(Any, None))
     items = [held(1, accepted("t1", ["a"])), held(2, accepted("t2", []))]
     with pytest.raises(ValueError, match="different betas"):
         await submitter.submit(items, 100)
