@@ -19,13 +19,21 @@ Change = Callable[[BatchRecord], BatchRecord | None]
 
 KV_STREAM = f"KV_{subjects.KV_BATCHES}"
 KV_SUBJECTS = f"$KV.{subjects.KV_BATCHES}."
+# A retired record leaves a marker that the server removes after a day (a purge marker with
+# a message TTL): far past any redelivery, recovery or stale intent that could look for it,
+# and the bucket's subjects stop growing with every batch ever retired.
+RETIRED_MARKER_TTL = 24 * 3600.0
 
 
 class BatchRecords:
-    def __init__(self, js: JetStreamContext, kv: KeyValue, manifests: ObjectStore) -> None:
+    def __init__(self, js: JetStreamContext, kv: KeyValue, manifests: ObjectStore,
+                 marker_ttl: float | None = RETIRED_MARKER_TTL) -> None:
         self.js = js
         self.kv = kv
         self.manifests = manifests
+        # None for a bucket without per-message TTLs (allow_msg_ttl, which nats-py sets on
+        # every bucket it creates): its markers stay.
+        self.marker_ttl = marker_ttl
         self._gone: set[str] = set()  # keys seen deleted (see `all`)
         self._listed: tuple[int, list[BatchRecord]] | None = None  # last seq, live records
         self._reconnects = 0
@@ -98,7 +106,7 @@ class BatchRecords:
         messages are all acknowledged: until both, a redelivered task must find it."""
         record = await self.transition(key, change)
         if record is not None and record.state == "delivered" and record.acked:
-            await self.kv.delete(key)
+            await self._retire(key)
             await self._delete_manifest(key)
 
     async def forget(self, intent: BatchRecord, revision: int) -> bool:
@@ -107,8 +115,16 @@ class BatchRecords:
             await self.kv.delete(intent.intent_id, last=revision)
         except KeyWrongLastSequenceError:
             return False
+        await self._retire(intent.intent_id)  # deleted already: only its marker changes
         await self._delete_manifest(intent.intent_id)
         return True
+
+    async def _retire(self, key: str) -> None:
+        """Deletes the record, leaving a marker that expires (RETIRED_MARKER_TTL)."""
+        if self.marker_ttl is None:
+            await self.kv.delete(key)
+        else:
+            await self.kv.purge(key, msg_ttl=self.marker_ttl)
 
     async def manifest(self, key: str) -> list[ManifestEntry]:
         """The manifest's entries; none if it is gone (its record is being retired)."""

@@ -10,11 +10,12 @@ from pathlib import Path
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 
 from batchbus.launcher.nats_server import NatsServer, start_nats
 from batchbus.shared import streams
 from batchbus.shared.models import BatchRecord
-from batchbus.shared.records import BatchRecords
+from batchbus.shared.records import KV_STREAM, KV_SUBJECTS, RETIRED_MARKER_TTL, BatchRecords
 from batchbus.shared.settings import NatsSettings
 
 pytestmark = pytest.mark.nats
@@ -90,3 +91,35 @@ async def test_a_listing_sees_every_write_of_another_replica(own_server: NatsSer
     assert changed == {first.intent_id: 1, second.intent_id: 7}
     await other.kv.delete(first.intent_id)
     assert [r.intent_id for r in await mine.all()] == [second.intent_id]
+
+
+async def test_a_retired_records_marker_expires(own_server: NatsServer, client: Client) -> None:
+    """Retiring leaves a marker the server removes after its TTL: the bucket's subjects do not
+    grow with every batch ever retired."""
+    js = client.jetstream()
+    made = await streams.batch_records(js, NatsSettings(url=own_server.url))
+    assert made.marker_ttl == RETIRED_MARKER_TTL  # the bucket nats-py made allows TTLs
+    records = BatchRecords(js, made.kv, made.manifests, marker_ttl=1.0)
+    live, retired = record(), record()
+    for r in (live, retired):
+        await records.create(r, [b'["row"]'])
+    await records.settle(retired.intent_id,
+                         lambda r: r.model_copy(update={"state": "delivered", "acked": True}))
+    assert await records.read(retired.intent_id) is None
+    assert [r.intent_id for r in await records.all()] == [live.intent_id]
+    assert await subjects_of(js) == {live.intent_id, retired.intent_id}  # the marker, for now
+    for _ in range(100):  # the server expires it within a second or two
+        if await subjects_of(js) == {live.intent_id}:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail(f"the retired record's marker is still there: {await subjects_of(js)}")
+    newer = record()
+    await records.create(newer, [b'["row"]'])  # the next listing that reads the bucket...
+    assert {r.intent_id for r in await records.all()} == {live.intent_id, newer.intent_id}
+    assert records._gone == set()  # ...forgets the key with its marker
+
+
+async def subjects_of(js: JetStreamContext) -> set[str]:
+    info = await js.stream_info(KV_STREAM, subjects_filter=KV_SUBJECTS + ">")
+    return {s.removeprefix(KV_SUBJECTS) for s in info.state.subjects or {}}
