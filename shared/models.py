@@ -289,6 +289,9 @@ class BatchRecord(_Internal):
     tenants: list[str] = Field(default_factory=list)  # whose tasks it holds (for their events)
     # Result lines the notifier has settled; a restarted notifier skips them.
     lines_done: int = 0
+    # The batcher run that wrote the intent: once that run is gone, its intent need not wait
+    # to be stale (services/batcher/liveness.py).
+    owner: str | None = None
 
 
 class BatchEnded(_Internal):

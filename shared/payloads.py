@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nats.js import JetStreamContext
-from nats.js.api import ObjectInfo, ObjectStoreConfig
+from nats.js.api import ObjectInfo, ObjectMeta, ObjectMetaOptions, ObjectStoreConfig
 from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # the client package has no prometheus-client: only services 
 # Room kept in a message for its headers (Nats-Msg-Id and the like, which max_payload counts)
 # and for the fields around a payload: anything closer to max_payload goes to the store.
 HEADROOM = 4096
-# nats-py's chunk size: a stored payload is read back one chunk at a time.
+# nats-py's chunk size, unless the server's max_payload is smaller: a stored payload is read
+# back one chunk at a time.
 CHUNK_BYTES = 128 * 1024
 # The Messages API's request size limit: params larger than this cannot be sent even alone.
 MAX_PARAMS_BYTES = 32 * 1024 * 1024
@@ -108,7 +109,11 @@ class Payloads:
                 return Stored(name, len(data))
         except ObjectNotFoundError:
             pass
-        info = await store.put(name, data)
+        # nats-py's chunks are 128 KiB whatever the server takes: smaller on a smaller server
+        # (nats-py gives the context no public way to its connection).
+        chunk = min(CHUNK_BYTES, self.js._nc.max_payload - HEADROOM)
+        info = await store.put(name, data, meta=ObjectMeta(
+            name=name, options=ObjectMetaOptions(max_chunk_size=chunk)))
         self._count("stored", info.size or 0)
         return Stored(name, info.size or 0)
 

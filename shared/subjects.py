@@ -29,6 +29,9 @@ DEAD_LETTERS_PREFIX = "batchbus.deadletters"
 DEAD_LETTERS_ALL = f"{DEAD_LETTERS_PREFIX}.>"
 WEBHOOK_FAILURES_PREFIX = f"{DEAD_LETTERS_PREFIX}.webhooks"  # results no endpoint took
 INTERNAL_ALL = "batchbus.internal.>"
+# Core NATS only, outside every stream (a stream would answer a request with its PubAck):
+# each batcher run answers pings here while it lives (services/batcher/liveness.py).
+BATCHER_RUNS_PREFIX = "batchbus.runs.batcher"
 
 # Where a rejection goes when the task subject names no valid tenant.
 INVALID_TENANT = "_invalid"
@@ -99,6 +102,10 @@ def tenant_batch_events(batch_id: str, tenant: str) -> str:
 
 def events_of(tenant: str) -> str:
     return f"{EVENTS_PREFIX}.*.{tenant}"
+
+
+def batcher_run(run_id: str) -> str:
+    return f"{BATCHER_RUNS_PREFIX}.{run_id}"
 
 
 def payloads(tenant: str) -> str:

@@ -4,6 +4,7 @@ from faststream.asgi import AsgiFastStream
 from nats.js import JetStreamContext
 
 from batchbus.services.batcher.collector import Collector
+from batchbus.services.batcher.liveness import Liveness
 from batchbus.services.batcher.metrics import BatcherMetrics
 from batchbus.services.batcher.settings import BatcherSettings
 from batchbus.services.batcher.submission import Submitter
@@ -32,7 +33,9 @@ def build(settings: BatcherSettings | None = None) -> AsgiFastStream:
             metrics, settings.doubt_settle_seconds, settings.anthropic.timeout_seconds,
             settings.intent_stale_seconds,
             Payloads(js, settings.nats.payloads_max_age_seconds, settings.nats.replicas,
-                     metrics.payload_bytes))
+                     metrics.payload_bytes),
+            # nats-py gives a JetStream context no public way back to its connection
+            Liveness(js._nc, settings.doubt_settle_seconds))
         cancels = Cancels(await streams.cancels_bucket(js, settings.nats))
         await cancels.load()
         return {"batcher": Collector(js, submitter, cancels, settings, metrics).run,

@@ -50,6 +50,7 @@ class Collector:
         return self.settings.ack_wait_seconds / 4
 
     async def run(self) -> None:
+        await self.submitter.liveness.serve()  # before any intent names this run
         await self.recover()
         while True:
             async with consumer.pull(
@@ -79,7 +80,11 @@ class Collector:
         if reason is not None:
             await self.flush(reason)
         await self.heartbeat()
-        if monotonic() - self.last_recovery >= self.settings.recovery_interval_seconds:
+        # Also as soon as a gone run's intents may be settled, once (not at every step).
+        due = self.submitter.liveness.due_at()
+        now = monotonic()
+        if now - self.last_recovery >= self.settings.recovery_interval_seconds \
+                or (due is not None and self.last_recovery < due <= now):
             await self.recover()
         self._observe()
         return True

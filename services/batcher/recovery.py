@@ -57,11 +57,17 @@ class Guard:
         self._manifests[intent_id] = seqs
 
     async def settle_stale(self) -> list[BatchRecord]:
-        """Resolves intents no live create can still answer; returns the adopted batches."""
+        """Resolves intents no live create can still answer, for they are stale or their
+        run is gone (Liveness); returns the adopted batches."""
         adopted = []
         now = datetime.now(UTC)
-        for record in await self.submitter.records.all():
-            if record.state != "intent" or now - record.intent_at < self.stale_after:
+        intents = [r for r in await self.submitter.records.all() if r.state == "intent"]
+        liveness = self.submitter.liveness
+        liveness.settled({r.owner for r in intents if r.owner})
+        dead = {owner for owner in {r.owner for r in intents}
+                if await liveness.dead_long_enough(owner)}
+        for record in intents:
+            if now - record.intent_at < self.stale_after and record.owner not in dead:
                 continue
             found = await self.submitter.records.read(record.intent_id)
             if found is None or found[0].state != "intent":

@@ -7,11 +7,11 @@ key, so the SDK never retries it; an unknown outcome is resolved by listing batc
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from time import monotonic
-from typing import Literal
+from typing import Any, Literal
 
 import anthropic
 from anthropic import AsyncAnthropic
@@ -31,6 +31,7 @@ from batchbus.services.batcher.batching import (
     prefix_key,
     request_head,
 )
+from batchbus.services.batcher.liveness import Liveness
 from batchbus.services.batcher.metrics import BatcherMetrics
 from batchbus.shared.anthropic_client import beta_headers, request_counts, retry_after
 from batchbus.shared.models import AcceptedTask, BatchRecord, ManifestEntry
@@ -41,6 +42,7 @@ log = logging.getLogger("batchbus.batcher")
 
 # How far apart our clock and the API's may be when matching a batch by creation time.
 CLOCK_SKEW = timedelta(minutes=5)
+CONNECTION_CHECK = 1.0  # seconds between looks at the NATS connection during a create
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +116,11 @@ Resolution = MessageBatch | Literal["absent", "ambiguous"]
 class Submitter:
     def __init__(self, client: AsyncAnthropic, records: BatchRecords, batch_ids: KeyValue,
                  metrics: BatcherMetrics, settle_seconds: float, create_timeout: float,
-                 stale_after: float, payloads: Payloads) -> None:
+                 stale_after: float, payloads: Payloads, liveness: Liveness | None = None
+                 ) -> None:
         self.client = client  # built with max_retries=0
         self.payloads = payloads
+        self.liveness = liveness or Liveness(None, settle_seconds)
         self.records = records
         self.batch_ids = batch_ids
         self.metrics = metrics
@@ -138,7 +142,8 @@ class Submitter:
             raise ValueError("requests with different betas cannot share a batch")
         intent = BatchRecord(intent_id=uuid.uuid4().hex, state="intent", requests=len(items),
                              bytes=size, intent_at=datetime.now(UTC),
-                             tenants=sorted({i.tenant for i in items}))
+                             tenants=sorted({i.tenant for i in items}),
+                             owner=self.liveness.run_id)
         revision = await self.records.create(intent, [i.row for i in items])
         failpoints.hit("batcher.after_intent")
         # Checked just before the POST, the last moment a pause can still be noticed: the
@@ -179,9 +184,9 @@ class Submitter:
             # the same resource either way (listed, retrieved and read as any other), so
             # resolving a create in doubt and polling need no betas.
             length, body = batch_body(requests)
-            batch = await self.client.post(
+            batch = await self._while_connected(intent, self.client.post(
                 "/v1/messages/batches", cast_to=MessageBatch, content=body,
-                options={"headers": {"Content-Length": str(length), **beta_headers(betas)}})
+                options={"headers": {"Content-Length": str(length), **beta_headers(betas)}}))
             self.metrics.create_outcomes.labels("created").inc()
             log.info("created batch %s for intent %s (%d requests%s)", batch.id,
                      intent.intent_id, intent.requests,
@@ -211,6 +216,20 @@ class Submitter:
         if resolution == "absent" and await self.records.forget(intent, revision):
             raise CreateRefused(None) from cause
         raise CreateInDoubt(intent.intent_id) from cause
+
+    async def _while_connected(self, intent: BatchRecord,
+                               post: Coroutine[Any, Any, MessageBatch]) -> MessageBatch:
+        """The create, stopped if this run loses NATS meanwhile: other replicas then see it
+        gone (Liveness) and may settle its intent, which no create of ours may outlive."""
+        call = asyncio.ensure_future(post)
+        while not call.done():
+            await asyncio.wait({call}, timeout=CONNECTION_CHECK)
+            if not call.done() and not self.liveness.connected():
+                call.cancel()
+                log.error("lost NATS during the create of intent %s: stopped it; another "
+                          "run settles the intent", intent.intent_id)
+                raise CreateInDoubt(intent.intent_id)
+        return call.result()
 
     async def resolve(self, intent: BatchRecord) -> Resolution:
         """Finds the batch an unknown create may have made; never cancels to find out.

@@ -20,6 +20,7 @@ from batchbus.shared.broker import make_broker
 from batchbus.shared.budgets import Budgets
 from batchbus.shared.cancels import Cancels
 from batchbus.shared.models import BatchEnded
+from batchbus.shared.payloads import Payloads
 from batchbus.shared.pricing import default_prices
 from batchbus.shared.runtime import kept_alive, readable, serve_each
 from batchbus.shared.settings import load
@@ -42,11 +43,14 @@ def build(settings: NotifierSettings | None = None) -> AsgiFastStream:
         readiness.add("api", ApiReachable(client))
         budgets = Budgets(await streams.budgets_bucket(js, settings.nats))
         accounting = Accounting(metrics, default_prices())
+        # Every tenant's payload bucket, opened on first use; one for both paths.
+        payloads = Payloads(js, settings.nats.payloads_max_age_seconds, settings.nats.replicas,
+                            metrics.payload_bytes)
         delivery = Delivery(js, client,
                             await streams.batch_records(js, settings.nats), cancels, settings,
-                            accounting, budgets)
+                            accounting, budgets, payloads)
         realtime = RealtimeCalls(js, client, await streams.realtime_calls_bucket(js, settings.nats),
-                                 cancels, settings, accounting, budgets)
+                                 cancels, settings, accounting, budgets, payloads)
 
         async def deliver_one(msg: Msg) -> None:
             """One ended batch's results. A failure is retried by this or another notifier

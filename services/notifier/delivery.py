@@ -1,4 +1,6 @@
-"""Delivers one ended batch: every result line becomes a final Result or a retry."""
+"""Delivers one ended batch: every result line becomes a final Result or a retry. An answer
+too large for one message is stored apart, and a task's stored params are deleted once its
+final result is stored (claims.py)."""
 
 import asyncio
 import logging
@@ -13,6 +15,7 @@ from nats.js.api import PubAck
 from nats.js.errors import NotFoundError
 
 from batchbus.services.notifier.accounting import Accounting
+from batchbus.services.notifier.claims import ClaimChecks
 from batchbus.services.notifier.results import (
     Fallback,
     Final,
@@ -43,6 +46,7 @@ from batchbus.shared.models import (
     ResultFields,
     parse_json,
 )
+from batchbus.shared.payloads import PayloadMissing, Payloads
 from batchbus.shared.publishing import PubAcks, Raw, publish_accepted, publish_dead_letter
 from batchbus.shared.records import BatchRecords
 
@@ -57,8 +61,10 @@ Line = tuple[ManifestEntry, dict[str, Any]]  # a request's manifest entry and it
 class Delivery:
     def __init__(self, js: JetStreamContext, client: AsyncAnthropic, records: BatchRecords,
                  cancels: Cancels, settings: NotifierSettings, accounting: Accounting,
-                 budgets: Budgets | None = None) -> None:
+                 budgets: Budgets | None = None, payloads: Payloads | None = None) -> None:
         self.js = js
+        self.claims = ClaimChecks(js, payloads or Payloads(
+            js, settings.nats.payloads_max_age_seconds, settings.nats.replicas))
         self.budgets = budgets
         self.client = client
         self.cancels = cancels
@@ -128,8 +134,10 @@ class Delivery:
 
     async def settle_all(self, lines: Sequence[Line], batch_id: str) -> None:
         """Settles result lines together: each takes the steps it would alone (a retry, or
-        a final result, then for a newly stored one its accounting, budget and dead letter),
-        but the final results are published at once and their acks awaited together. A
+        a final result, its answer stored apart when too large for one message, then the
+        deletion of its stored params, and for a newly stored one its accounting, budget and
+        dead letter), but the final results are published at once and their acks awaited
+        together. A
         failed line fails the call after the others are settled; the delivery is retried."""
         settling: list[Settling] = []
         needs_task: list[Awaitable[Settling | None]] = []
@@ -150,38 +158,63 @@ class Delivery:
                 settling.append(found)
         finals = [result_fields(s.entry, s.outcome, batch_id, self.accounting.prices)
                   for s in settling]
-        acks = await self.acks.store([result_raw(final, s.entry.webhook)
-                                      for s, final in zip(settling, finals, strict=True)])
+        ready: list[tuple[Settling, ResultFields, ResultFields, bytes]] = []
+        for s, final, out in zip(settling, finals, await self.claims.published(finals),
+                                 strict=True):
+            if isinstance(out, BaseException):  # its answer could not be stored
+                errors.append(out)
+            else:
+                ready.append((s, final, *out))
+        acks = await self.acks.store([result_raw(published, s.entry.webhook, data)
+                                      for s, _, published, data in ready])
         counted: list[tuple[ResultFields, ManifestEntry]] = []
-        stored: list[Awaitable[None]] = []
-        for s, final, ack in zip(settling, finals, acks, strict=True):
+        follow_ups: list[Awaitable[None]] = []
+        for (s, final, published, _), ack in zip(ready, acks, strict=True):
             if not isinstance(ack, PubAck):
                 errors.append(ack)
-            elif not ack.duplicate:  # a replay was counted the first time
+                continue
+            # Its params are done with, but a dead letter's (kept to be looked into); on a
+            # replay too, which may follow a crash before the delete.
+            if s.entry.params_object is not None and not s.outcome.exhausted:
+                follow_ups.append(self.claims.release(s.entry.tenant, s.entry.params_object))
+            if not ack.duplicate:  # a replay was counted the first time
                 counted.append((final, s.entry))
                 if s.needs_follow_up(self.budgets is not None):
-                    stored.append(self._after_stored(s, final, batch_id))
+                    follow_ups.append(self._after_stored(s, published, batch_id))
         self.accounting.results(counted)
-        errors += [e for e in await asyncio.gather(*stored, return_exceptions=True) if e]
+        errors += [e for e in await asyncio.gather(*follow_ups, return_exceptions=True) if e]
         if errors:
             raise errors[0]
 
     async def _with_task(self, entry: ManifestEntry, result: dict[str, Any],
                          outcome: Final | Retry | Fallback, batch_id: str) -> "Settling | None":
         """A retry or a fallback is sent back to the batcher (None); a final result keeps the
-        attempt's task for its dead letter. Without its task (retention dropped it) there
-        is no next attempt: this one is final (a refused answer as it is)."""
+        attempt's task for its dead letter. Without its task (retention dropped it), or a
+        fallback without its stored params, there is no next attempt: this one is final (a
+        refused answer as it is)."""
         task = await self._task(entry)
         if isinstance(outcome, Retry | Fallback):
-            if task is not None:
-                if isinstance(outcome, Retry):
-                    await self._retry(task, attempt_record(result, entry.attempt, batch_id),
-                                      outcome)
-                else:
-                    await self._fall_back(task, entry, outcome, batch_id)
+            if task is not None and await self._next_attempt(task, entry, result, outcome,
+                                                             batch_id):
                 return None
             outcome = last_attempt(result, entry.attempt)
         return Settling(entry, result, outcome, task)
+
+    async def _next_attempt(self, task: AcceptedTask, entry: ManifestEntry,
+                            result: dict[str, Any], outcome: Retry | Fallback,
+                            batch_id: str) -> bool:
+        """Sends the task's next attempt; False when a fallback cannot be sent, its stored
+        params gone past the bucket's max age (the refused answer is then final)."""
+        if isinstance(outcome, Retry):
+            await self._retry(task, attempt_record(result, entry.attempt, batch_id), outcome)
+            return True
+        try:
+            await self._fall_back(task, entry, outcome, batch_id)
+        except PayloadMissing as exc:
+            log.error("task %s/%s cannot go to its fallback: %s", entry.tenant, entry.task_id,
+                      exc)
+            return False
+        return True
 
     async def _after_stored(self, s: "Settling", final: ResultFields, batch_id: str) -> None:
         await self._settle_budget(s.entry, s.outcome.message)
@@ -226,7 +259,9 @@ class Delivery:
         billed: counted here, once (a replayed line finds its next attempt stored)."""
         usage, cost = billed(fallback.message, entry.model, self.accounting.prices)
         refused = refused_attempt(entry.attempt, batch_id, entry.model, fallback.refusal, cost)
-        if await publish_accepted(self.js, fallback_task(task, refused, fallback.model)):
+        stored = await self.claims.fallback_params(task, fallback.model)
+        if await publish_accepted(self.js, fallback_task(task, refused, fallback.model,
+                                                         params_object=stored)):
             self.accounting.refused(entry.task_id, entry.model, usage, cost, fallback.refusal)
         log.info("task %s/%s refused by %s (%s); attempt %d goes to %s", entry.tenant,
                  entry.task_id, entry.model, fallback.refusal["category"], entry.attempt + 1,
@@ -241,11 +276,12 @@ class Delivery:
             update={"lines_done": lines}) if lines > r.lines_done else None)
 
 
-def result_raw(fields: ResultFields, webhook: str | None) -> Raw:
+def result_raw(fields: ResultFields, webhook: str | None, payload: bytes | None = None) -> Raw:
     """What `result_message(Result(**fields), ...)` publishes, built without the Result:
-    validating the Result we built and dumping it was a sixth of the notifier's CPU."""
+    validating the Result we built and dumping it was a sixth of the notifier's CPU.
+    `payload`: the fields' `result_json`, when made already."""
     tenant, task_id = fields["tenant"], fields["task_id"]
-    return publishing.result_raw(tenant, task_id, result_json(fields),
+    return publishing.result_raw(tenant, task_id, payload or result_json(fields),
                                  subjects.result_msg_id(tenant, task_id), webhook)
 
 

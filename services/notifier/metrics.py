@@ -40,5 +40,7 @@ class NotifierMetrics(ServiceMetrics):
         self.budget_settlements = self.counter("budget_settlements_total",
                                                "Reservations settled by a final result, by outcome",
                                                ["outcome"])
+        # Claim checks: answers stored, params read for real-time calls and fallbacks, deleted.
+        self.payload_bytes = self.payload_bytes_counter()
         self.task_latency = self.histogram("task_latency_seconds", "Task published -> final result",
                                            SECONDS_BUCKETS)

@@ -9,6 +9,9 @@ made again only while attempts remain, and is counted as `interrupted`.
 A refused answer (stop_reason "refusal") of a task with a fallback model is not final here:
 the task's next attempt goes to the batch path on that model, like a retry of a batch task
 (the marker says `rerouted` until it is handed over, so a repeat never calls again).
+
+Stored params (`params_object`, shared/payloads.py) are read for each call; an answer too
+large for one message is stored and its Result names it (claims.py).
 """
 
 import contextlib
@@ -26,7 +29,9 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, Field
 
 from batchbus.services.notifier.accounting import Accounting
+from batchbus.services.notifier.claims import ClaimChecks
 from batchbus.services.notifier.results import (
+    add_cost,
     fallback_task,
     refusal_of,
     refused_attempt,
@@ -52,6 +57,7 @@ from batchbus.shared.models import (
     Result,
     Status,
 )
+from batchbus.shared.payloads import PayloadMissing, Payloads
 from batchbus.shared.pricing import PriceTable, TokenCounts
 from batchbus.shared.publishing import publish_accepted, publish_dead_letter, publish_result
 from batchbus.shared.runtime import kept_alive, readable, serve_each
@@ -140,9 +146,11 @@ def realtime_result(task: AcceptedTask, status: Status, attempts: int, prices: P
 class RealtimeCalls:
     def __init__(self, js: JetStreamContext, client: AsyncAnthropic, markers: KeyValue,
                  cancels: Cancels, settings: NotifierSettings, accounting: Accounting,
-                 budgets: Budgets | None = None) -> None:
+                 budgets: Budgets | None = None, payloads: Payloads | None = None) -> None:
         self.js = js
         self.budgets = budgets
+        self.claims = ClaimChecks(js, payloads or Payloads(
+            js, settings.nats.payloads_max_age_seconds, settings.nats.replicas))
         # Never retried by the SDK: a retried POST could run and bill the request twice.
         self.client = client.with_options(
             max_retries=0, timeout=max(CALL_TIMEOUT_SECONDS, settings.anthropic.timeout_seconds))
@@ -197,6 +205,14 @@ class RealtimeCalls:
     async def _attempt(self, msg: Msg, task: AcceptedTask, key: str, history: list[Attempt],
                        attempt: int, revision: int) -> None:
         """One call: final on success or a permanent error, else back-off and come back."""
+        try:
+            params = await self.claims.params(task)
+        except (PayloadMissing, ValueError) as exc:  # nothing to send: final, never a call
+            kind = "payload_missing" if isinstance(exc, PayloadMissing) else "invalid_request_error"
+            await self._finish(msg, task, realtime_result(
+                task, "errored", attempt - 1, self.accounting.prices,
+                error=ErrorInfo(type=kind, message=str(exc))), key)
+            return
         calling = CallMarker(state="calling", attempt=attempt, history=history)
         if await self._mark(key, calling, revision) is None:
             # Another worker wrote the marker meanwhile: it has the task; look again later.
@@ -204,7 +220,7 @@ class RealtimeCalls:
             return
         try:
             async with kept_alive(msg.in_progress, self.settings.ack_wait_seconds / 4):
-                message = await self._call(task.params, task.betas)
+                message = await self._call(params, task.betas)
         except (anthropic.APIError, UnexpectedReply) as exc:
             failure = classify_failure(exc)
             self.accounting.realtime_call(failure.outcome)
@@ -255,7 +271,17 @@ class RealtimeCalls:
         """Publishes the next attempt for the batcher (deduplicated by its attempt, so a
         repeat stores nothing new), then the task is done here."""
         *earlier, refused = rerouted.history
-        await publish_accepted(self.js, fallback_task(task, refused, model, earlier))
+        try:
+            stored = await self.claims.fallback_params(task, model)
+        except PayloadMissing as exc:  # its params went past the bucket's max age meanwhile
+            # Final here; the refused call was billed, so its result and budget count it.
+            billed = task.model_copy(update={"prior_cost": add_cost(task.prior_cost,
+                                                                    refused.cost)})
+            await self._finish(msg, billed, realtime_result(
+                billed, "errored", rerouted.attempt, self.accounting.prices,
+                error=ErrorInfo(type="payload_missing", message=str(exc))), key)
+            return
+        await publish_accepted(self.js, fallback_task(task, refused, model, earlier, stored))
         await self.markers.put(key, CallMarker(
             state="done", attempt=rerouted.attempt).model_dump_json().encode())
         await msg.ack()
@@ -266,13 +292,16 @@ class RealtimeCalls:
         error = ErrorInfo(type=last.outcome if last else "api_error",
                           message=last.message if last else "no attempt left")
         final = realtime_result(task, "errored", attempts, self.accounting.prices, error=error)
-        if await self._finish(msg, task, final, key):
+        if await self._finish(msg, task, final, key, keep_params=True):
             await publish_dead_letter(self.js, task, [*task.history, *history], final)
             self.accounting.dead_letter()
 
-    async def _finish(self, msg: Msg, task: AcceptedTask, final: Result, key: str) -> bool:
-        """Stores the final result, marks the task done and acks; False for a replay."""
-        stored = await publish_result(self.js, final,
+    async def _finish(self, msg: Msg, task: AcceptedTask, final: Result, key: str,
+                      keep_params: bool = False) -> bool:
+        """Stores the final result (its answer apart when too large for one message), deletes
+        the task's stored params unless `keep_params` (a dead letter's), marks the task done
+        and acks; False for a replay. What it spent is counted from `final` itself."""
+        stored = await publish_result(self.js, await self.claims.result(final),
                                       subjects.result_msg_id(task.tenant, task.task_id),
                                       task.webhook)
         if stored:
@@ -283,6 +312,8 @@ class RealtimeCalls:
                                   (final.message or {}).get("usage"), realtime=True)
                 self.accounting.settlement(await self.budgets.settle_final(
                     task.tenant, task.reservation, with_prior_usd(spent, task.prior_cost)))
+        if not keep_params:  # a replay too: it may follow a crash before the delete
+            await self.claims.release(task.tenant, task.params_object)
         await self.markers.put(key, CallMarker(
             state="done", attempt=final.attempts).model_dump_json().encode())
         await msg.ack()

@@ -20,6 +20,7 @@ from batchbus.shared.models import (
     Status,
     Usage,
     UsageFields,
+    parse_json,
 )
 from batchbus.shared.pricing import PriceTable, TokenCounts
 
@@ -189,16 +190,34 @@ def refused_attempt(attempt: int, batch_id: str, model: str, refusal: RefusalFie
 
 
 def fallback_task(task: AcceptedTask, refused: Attempt, model: str,
-                  earlier: Sequence[Attempt] = ()) -> AcceptedTask:
+                  earlier: Sequence[Attempt] = (),
+                  params_object: str | None = None) -> AcceptedTask:
     """The task's next attempt after a refusal, for the batch path: on the fallback model,
     at once (nothing to wait out), and only once (no fallback after it). The refused
     attempt's cost is carried, so the final result and the budget count it. `earlier`: the
-    attempts since `task` that its history does not hold yet (failed real-time calls)."""
+    attempts since `task` that its history does not hold yet (failed real-time calls).
+
+    A task with stored params needs them stored again on the fallback model (`with_model`),
+    as `params_object`: the batcher sends the object as it is, so the old one would go to
+    the refusing model again."""
+    if (task.params_object is None) != (params_object is None):
+        raise ValueError("stored params go to a fallback as a new object, inline ones inline")
     return task.model_copy(update={
         "attempt": refused.attempt + 1, "params": {**task.params, "model": model},
         "fallback_model": None, "not_before": None,
         "history": [*task.history, *earlier, refused],
-        "prior_cost": add_cost(task.prior_cost, refused.cost)})
+        "prior_cost": add_cost(task.prior_cost, refused.cost), "params_object": params_object})
+
+
+def with_model(params: bytes, model: str) -> bytes:
+    """Stored params (JSON) as a fallback sends them: the same, but on `model`."""
+    return to_json({**parse_json(params), "model": model})
+
+
+def stored_answer(fields: ResultFields, name: str) -> ResultFields:
+    """The final result as published when its answer is stored under `name` (too large for
+    one message): the same, without the answer."""
+    return {**fields, "message": None, "message_object": name}
 
 
 def result_fields(entry: ManifestEntry, final: Final, batch_id: str,
@@ -216,7 +235,8 @@ def result_fields(entry: ManifestEntry, final: Final, batch_id: str,
     return {"task_id": entry.task_id, "tenant": entry.tenant, "status": final.status,
             "message": final.message, "error": final.error, "usage": usage, "cost": cost,
             "batch_id": batch_id, "route": "batch", "attempts": entry.attempt,
-            "metadata": entry.metadata, "warnings": entry.warnings, "refusal": refusal}
+            "metadata": entry.metadata, "warnings": entry.warnings, "refusal": refusal,
+            "message_object": None}
 
 
 def result_json(fields: ResultFields) -> bytes:
