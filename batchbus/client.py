@@ -1,5 +1,6 @@
 """A small Python client: publish tasks durably, submit them and wait for their final results,
-and replay a tenant's stored results."""
+and replay a tenant's stored results. Params and answers too large for one NATS message go
+through the tenant's payload bucket both ways, unseen (docs/payloads.md)."""
 
 import asyncio
 import contextlib
@@ -18,9 +19,11 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from batchbus.outgoing import Outgoing, outgoing
 from batchbus.shared import connection, subjects
 from batchbus.shared.consumer import ephemeral, next_message, queued, stored
-from batchbus.shared.models import Result, Task
+from batchbus.shared.models import Result, Task, parse_json
+from batchbus.shared.payloads import PayloadMissing, Payloads
 from batchbus.shared.settings import NatsSettings
 
 TaskLike = Task | dict[str, Any]
@@ -45,6 +48,10 @@ class BatchbusClient:
                 not used.
             connect_options: passed to `nats.connect` (say `max_reconnect_attempts`); they
                 win over `nats_settings`.
+
+        The payload bucket this client may create (its first task too large for a message)
+        keeps objects `nats_settings.payloads_max_age_seconds` (else the environment's
+        NATS_PAYLOADS_MAX_AGE_SECONDS, 8 days).
         """
         if not subjects.is_token(tenant):
             raise ValueError(f"tenant must match {subjects.TOKEN_PATTERN}")
@@ -56,8 +63,10 @@ class BatchbusClient:
                                  **(connection.connect_options(nats_settings) if nats_settings
                                     else {}),
                                  **connect_options}
+        self._nats_settings = nats_settings
         self._nc: Client | None = None
         self._owns_connection = True
+        self._payloads: Payloads | None = None  # opened on first use, on this connection
 
     @classmethod
     def over(cls, nc: Client, tenant: str) -> "BatchbusClient":
@@ -80,6 +89,7 @@ class BatchbusClient:
             # as breaking out of `results()` leaves one until the generator is collected.
             await self._nc.close()
             self._nc = None
+        self._payloads = None
 
     @property
     def nc(self) -> Client:
@@ -87,15 +97,14 @@ class BatchbusClient:
         return self._nc
 
     async def publish(self, task: Task | dict[str, Any] | bytes) -> None:
-        """Returns once JetStream has stored the task (its PubAck)."""
-        if isinstance(task, Task):
-            data = task.model_dump_json(exclude_defaults=True).encode()
-        elif isinstance(task, dict):
-            data = Task.model_validate(task).model_dump_json(exclude_defaults=True).encode()
-        else:
-            data = task
-        await self.nc.jetstream().publish(subjects.tasks(self.tenant), data,
-                                          stream=subjects.STREAM_TASKS)
+        """Returns once JetStream has stored the task (its PubAck).
+
+        A task too large for one NATS message has its params stored in the tenant's payload
+        bucket first, and goes out naming them (`params_object`). Raises ValueError, and
+        publishes nothing, when its params are over the Messages API's 32 MiB. Bytes are
+        published as they are.
+        """
+        await self._publish(Outgoing(task) if isinstance(task, bytes) else task)
 
     async def cancel(self, task_id: str) -> None:
         """Asks batchbus to cancel a task that has not ended; its result becomes `canceled`."""
@@ -105,12 +114,17 @@ class BatchbusClient:
 
     async def publish_many(self, tasks: Iterable[Task | dict[str, Any]],
                            window: int = 256) -> int:
-        """Publishes with up to `window` PubAcks outstanding; returns the count."""
+        """Publishes with up to `window` PubAcks outstanding; returns the count. A task that
+        cannot be sent (see `publish`) raises when its turn comes: the ones before it are
+        published (submit_many checks them all first)."""
+        return await self._publish_all(tasks, window)
+
+    async def _publish_all(self, items: Iterable[TaskLike | Outgoing], window: int) -> int:
         pending: set[asyncio.Task[None]] = set()
         count = 0
         try:
-            for task in tasks:
-                pending.add(asyncio.create_task(self.publish(task)))
+            for item in items:
+                pending.add(asyncio.create_task(self._publish(item)))
                 count += 1
                 if len(pending) >= window:
                     done, pending = await asyncio.wait(pending,
@@ -124,6 +138,42 @@ class BatchbusClient:
                 unfinished.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         return count
+
+    async def _publish(self, item: TaskLike | Outgoing) -> None:
+        if not isinstance(item, Outgoing):
+            task = item if isinstance(item, Task) else Task.model_validate(item)
+            item = outgoing(task, self.nc.max_payload)
+        if item.stored is not None:  # the params the task names, stored before it is sent
+            await self._payload_store.put(self.tenant, *item.stored)
+        await self.nc.jetstream().publish(subjects.tasks(self.tenant), item.data,
+                                          stream=subjects.STREAM_TASKS)
+
+    @property
+    def _payload_store(self) -> Payloads:
+        """The payload buckets on this client's connection (this tenant's is the one it may
+        use): where params and answers too large for one message are kept."""
+        if self._payloads is None:
+            settings = self._nats_settings or NatsSettings()
+            self._payloads = Payloads(self.nc.jetstream(), settings.payloads_max_age_seconds,
+                                      settings.replicas)
+        return self._payloads
+
+    async def with_answer(self, result: Result) -> Result:
+        """`result` with its `message` read back when the answer is stored apart
+        (`message_object`, kept set); every Result this client yields has had this done. For
+        results read elsewhere (a webhook, your own subscription) of this client's tenant.
+
+        A missing object (past the bucket's max age, say) leaves the message null with a
+        logged warning: one lost answer must not end an iteration."""
+        if result.message_object is None or result.message is not None:
+            return result
+        try:
+            data = await self._payload_store.read(self.tenant, result.message_object)
+        except PayloadMissing as exc:
+            log.warning("the answer of task %s is not readable, its message is left null: %s",
+                        result.task_id, exc)
+            return result
+        return result.model_copy(update={"message": parse_json(data)})
 
     async def submit(self, task: TaskLike) -> Result:
         """Publishes `task` and returns its final result, which may take as long as a batch
@@ -142,7 +192,7 @@ class BatchbusClient:
         """Publishes `tasks` and yields each one's final result as it arrives, until every
         task has one. Tasks that already have a final result are not published again; their
         stored results come first. Raises ValueError before publishing anything if a task
-        id is not a valid token or appears twice.
+        id is not a valid token or appears twice, or a task cannot be sent (see `publish`).
         """
         wanted = self._by_subject(tasks)
         if not wanted:
@@ -158,17 +208,17 @@ class BatchbusClient:
         publisher: asyncio.Task[int] | None = None
         try:
             stored = await self._stored(js, list(wanted), tasks_before, window)
-            publisher = asyncio.create_task(self.publish_many(
+            publisher = asyncio.create_task(self._publish_all(
                 [task for subject, task in wanted.items() if subject not in stored], window))
             for subject, result in stored.items():
                 del wanted[subject]
-                yield result
+                yield await self.with_answer(result)
             while wanted:
                 msg = await _next_or_failure(sub, publisher)
                 if msg.subject in wanted and _answers(msg.data, msg.headers, self.tenant,
                                                       tasks_before):
                     del wanted[msg.subject]
-                    yield Result.model_validate_json(msg.data)
+                    yield await self.with_answer(Result.model_validate_json(msg.data))
             await publisher  # every task is answered; surfaces nothing but its own error
         finally:
             if publisher is not None and not publisher.done():
@@ -182,7 +232,7 @@ class BatchbusClient:
         """This tenant's stored final results (all, or stored since `since`), oldest first;
         ends once it has read every result stored when it started."""
         async for result in replay(self.nc.jetstream(), subjects.results_of(self.tenant), since):
-            yield result
+            yield await self.with_answer(result)
 
     async def results(self, idle_timeout: float | None = None) -> AsyncIterator[Result]:
         """Every stored final result of this tenant, oldest first, then new ones as they come.
@@ -197,16 +247,18 @@ class BatchbusClient:
             while True:
                 msg = await next_message(sub, idle_timeout or 3600.0)
                 if msg is not None:
-                    yield Result.model_validate_json(msg.data)
+                    yield await self.with_answer(Result.model_validate_json(msg.data))
                 elif idle_timeout is not None:
                     return
         finally:
             with contextlib.suppress(nats.errors.Error):  # the connection may be draining
                 await sub.unsubscribe()
 
-    def _by_subject(self, tasks: Iterable[TaskLike]) -> dict[str, Task]:
-        """Result subject -> task, checked before anything is published."""
-        wanted: dict[str, Task] = {}
+    def _by_subject(self, tasks: Iterable[TaskLike]) -> dict[str, Task | Outgoing]:
+        """Result subject -> the task's message, checked before anything is published. A task
+        whose params go by reference is kept as the Task, planned again when it is sent, so
+        the params of many large tasks are not all held encoded at once."""
+        wanted: dict[str, Task | Outgoing] = {}
         for item in tasks:
             task = item if isinstance(item, Task) else Task.model_validate(item)
             if not subjects.is_token(task.task_id):
@@ -215,7 +267,8 @@ class BatchbusClient:
             subject = subjects.results(self.tenant, task.task_id)
             if subject in wanted:
                 raise ValueError(f"task_id {task.task_id!r} appears twice")
-            wanted[subject] = task
+            planned = outgoing(task, self.nc.max_payload)  # raises for a task too large
+            wanted[subject] = planned if planned.stored is None else task
         return wanted
 
     async def _stored(self, js: JetStreamContext, wanted: list[str], tasks_before: int,

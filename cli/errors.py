@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 
 from batchbus.cli.console import stderr
+from batchbus.shared.payloads import PayloadBucketMissing
 
 T = TypeVar("T")
 
@@ -42,6 +43,8 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(main)
     except CliError as exc:
         fail(str(exc), details=exc.details)
+    except PayloadBucketMissing as exc:  # a tenant's first large task, before its bucket
+        fail(str(exc))
     # What follows happens only outside `connected`, which names the server itself.
     except nats.errors.NoRespondersError:
         fail("NATS answered, but without JetStream: batchbus needs nats-server -js (2.12+)")

@@ -3,8 +3,10 @@ Messages API body that gets a task id made from the file name, the line number a
 
 Every line is checked before anything is published, and every bad line is reported, not
 only the first: JSON, the Task as intake would check it (intake's own validation, and the
-model catalog's rules), ids used twice, and — once connected — the size against the
-server's max_payload.
+model catalog's rules), ids used twice, params over the Messages API's 32 MiB, and — once
+connected — a task too large for the server even with its params stored apart. A line too
+large for one message is fine: the client stores its params in the tenant's payload bucket
+and sends the task by reference (docs/payloads.md).
 """
 
 import functools
@@ -19,8 +21,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from batchbus.outgoing import TaskTooLarge, encode, outgoing, params_too_large
 from batchbus.shared import subjects
 from batchbus.shared.models import Task
+from batchbus.shared.payloads import fits
 
 STEM_CHARS = 36  # leaves room for "-<line>-<digest>" within the 64-character id limit
 DIGEST_CHARS = 12
@@ -109,7 +113,7 @@ def intake_checks() -> Callable[[bytes], Verdict] | None:
     except ImportError:
         return None
     # The deployment's own limits (allowed models, INTAKE_MAX_TOKENS, INTAKE_MAX_TASK_BYTES)
-    # are intake's to apply; the size is checked against the server's max_payload.
+    # are intake's to apply; sizes are checked apart (params_too_large, unsendable).
     limits = Limits(allowed_models=None, max_tokens=None, max_task_bytes=sys.maxsize)
     catalog = default_catalog()
 
@@ -171,8 +175,8 @@ def check_line(text: str, file_name: str, number: int) -> Verdict:
 
 
 def published_size(task: Task) -> int:
-    """The payload `BatchbusClient.publish` sends for `task`."""
-    return len(task.model_dump_json(exclude_defaults=True).encode())
+    """The payload `BatchbusClient.publish` sends for `task` when it goes inline."""
+    return len(encode(task))
 
 
 def check_lines(lines: list[str], label: str, file_name: str | None = None) -> Checked:
@@ -195,7 +199,12 @@ def check_lines(lines: list[str], label: str, file_name: str | None = None) -> C
                 f"{first_seen[outcome.task_id]}; batchbus would drop the second one")))
             continue
         first_seen[outcome.task_id] = number
-        checked.lines.append(Line(number, outcome, published_size(outcome)))
+        size = published_size(outcome)
+        too_large = params_too_large(outcome, size)
+        if too_large is not None:
+            checked.problems.append(Problem(number, too_large))
+            continue
+        checked.lines.append(Line(number, outcome, size))
     if not checked.lines and not checked.problems:
         raise LoadError(f"{label}: no tasks in the file")
     return checked
@@ -210,17 +219,21 @@ def load_tasks(path: Path) -> Checked:
     return check_lines(text.split("\n"), str(path))
 
 
-def headers_size(stream: str = subjects.STREAM_TASKS) -> int:
-    """The headers a JetStream publish with `stream=` adds (NATS counts them in max_payload)."""
-    return len(f"NATS/1.0\r\nNats-Expected-Stream: {stream}\r\n\r\n".encode())
+def by_reference(checked: Checked, max_payload: int) -> int:
+    """How many good lines are too large for one message: their params go to the bucket."""
+    return sum(1 for line in checked.lines
+               if line.task.params_object is None and not fits(line.size, max_payload))
 
 
-def oversize(checked: Checked, max_payload: int, server: str) -> list[Problem]:
-    """The good lines too large for the server (its max_payload, from its INFO)."""
-    room = max_payload - headers_size()
-    return [Problem(line.number, (
-        f"the task is {line.size:,} bytes as published, more than {server} accepts: its "
-        f"max_payload is {max_payload:,} bytes, {max_payload - room} of them for headers. "
-        "Tasks this large are not supported yet: shorten it, or raise max_payload in the "
-        "nats-server configuration (and INTAKE_MAX_TASK_BYTES to match)"))
-        for line in checked.lines if line.size > room]
+def unsendable(checked: Checked, max_payload: int, server: str) -> list[Problem]:
+    """The good lines too large for the server (its max_payload, from its INFO) even with
+    their params stored apart: their metadata alone fills a message."""
+    problems = []
+    for line in checked.lines:
+        if fits(line.size, max_payload):
+            continue
+        try:
+            outgoing(line.task, max_payload)
+        except TaskTooLarge as exc:
+            problems.append(Problem(line.number, f"{exc.reason} ({server})"))
+    return problems

@@ -2,7 +2,7 @@
 
 import typer
 
-from batchbus.cli.commands import cost, env, results, status, submit, up
+from batchbus.cli.commands import cost, env, payloads, results, status, submit, up
 
 app = typer.Typer(
     name="batchbus", no_args_is_help=True, add_completion=False,
@@ -17,3 +17,4 @@ app.command("status", help=status.HELP)(status.status)
 app.command("cost", help=cost.HELP)(cost.cost)
 app.command("up", help=up.UP_HELP)(up.up)
 app.command("env", help=env.HELP)(env.env)
+app.add_typer(payloads.app)

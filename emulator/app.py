@@ -69,12 +69,17 @@ async def _with_fault(
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, or ApiError 413 once it exceeds `limit` (the rest is drained)."""
+    """The whole body, however it arrives (Content-Length in pieces, chunked), or ApiError
+    413 once it exceeds `limit`. The rest is drained, not left unread: a client still sending
+    would see a reset instead of the 413 (and the SDK would retry). Bytes, not a bytearray:
+    pydantic's parser copies a bytearray first, a third copy of a 256 MB body."""
     size, chunks = 0, []
     async for chunk in request.stream():
         size += len(chunk)
         if size <= limit:
             chunks.append(chunk)
+        elif chunks:
+            chunks.clear()  # over the limit: hold nothing while draining
     if size > limit:
         raise ApiError(413, "Request exceeds the maximum size", "request_too_large")
     return b"".join(chunks)

@@ -16,7 +16,7 @@ _SIMPLE: dict[str, ResultKind] = {
 }
 # RefusalStopDetails.category in the SDK (None: a refusal without a named category).
 REFUSAL_CATEGORIES = frozenset({"cyber", "bio", "frontier_llm", "reasoning_extraction", "general_harms"})
-_OPTIONS = frozenset({"first", "input_tokens"})
+_OPTIONS = frozenset({"first", "input_tokens", "output_tokens"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,9 @@ class Directive:
     outcome: Outcome
     first: int | None = None
     input_tokens: int | None = None  # the prompt's size, instead of the estimate
+    # The answer's length: text of about 4 characters a token, usage to match (capped at
+    # max_tokens), so a 300K-token answer (over 1 MB of JSON) needs no 300K-token prompt.
+    output_tokens: int | None = None
 
 
 def parse_outcome(text: str) -> Outcome:
@@ -52,8 +55,8 @@ def parse_outcome(text: str) -> Outcome:
 
 
 def parse_directive(text: str) -> Directive:
-    """`emulate:<outcome>[:first=<n>][:input_tokens=<n>]` (prefix already checked);
-    ValueError if malformed."""
+    """`emulate:<outcome>[:first=<n>][:input_tokens=<n>][:output_tokens=<n>]` (options in
+    any order; prefix already checked); ValueError if malformed."""
     parts = text.removeprefix(DIRECTIVE_PREFIX).split(":")
     options: dict[str, int] = {}
     while parts and "=" in parts[-1]:
@@ -63,7 +66,12 @@ def parse_directive(text: str) -> Directive:
         if not value.isdigit():
             raise ValueError(f"{name}= needs a non-negative integer, got {value!r}")
         options[name] = int(value)
-    return Directive(parse_outcome(":".join(parts)), options.get("first"), options.get("input_tokens"))
+    return Directive(
+        parse_outcome(":".join(parts)),
+        options.get("first"),
+        options.get("input_tokens"),
+        options.get("output_tokens"),
+    )
 
 
 def directive_text(params: dict[str, Any]) -> str | None:

@@ -30,7 +30,7 @@ class Batch:
     created_at: float
     processing_seconds: float
     custom_ids: list[str]
-    params: list[dict[str, Any]]
+    params: list[dict[str, Any]]  # what each reply needs (replies.reply_params), not the prompts
     hashes: list[str]
     plans: list[Plan]
     cancel_at: float | None = None

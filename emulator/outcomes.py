@@ -24,7 +24,14 @@ from batchbus.emulator.directives import (
 )
 from batchbus.emulator.errors import default_message
 from batchbus.emulator.model_table import ModelIndex
-from batchbus.emulator.prompt import CachePrefix, CacheTtl, cache_prefix, canonical_json, sha256_hex
+from batchbus.emulator.prompt import (
+    CachePrefix,
+    CacheTtl,
+    cache_prefix,
+    canonical_json,
+    input_token_estimate,
+    sha256_hex,
+)
 from batchbus.emulator.validation import params_problem
 
 # Errors that mean "your request is wrong": reported with request_id null, like validation.
@@ -54,7 +61,10 @@ class Plan:
     worker: bool = False  # failed during execution: request_id is workerreq_…, not null
     cache: CacheUse | None = None
     refusal: Refusal | None = None  # succeeded, but the model declined
-    input_tokens: int | None = None  # the prompt's size set by a directive (else estimated)
+    # The prompt's size: a directive's, else the estimate made when the request came in (so a
+    # batch keeps a number, not its 20 MB documents, until its results are read).
+    input_tokens: int | None = None
+    output_tokens: int | None = None  # the answer's size set by a directive (else natural)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +75,7 @@ class Prepared:
     problem: Plan | None
     directive: Directive | None
     cache: CachePrefix | None
+    prompt_tokens: int  # the estimate (0 for a request with a problem: it never runs)
 
 
 def prepare(
@@ -76,6 +87,7 @@ def prepare(
 ) -> Prepared:
     """Everything about one request that does not depend on what was submitted before."""
     canonical = canonical_json(params)
+    digest = sha256_hex(canonical)
     problem: Plan | None = None
     directive: Directive | None = None
     error = params_problem(params, models, api_version, betas)
@@ -86,8 +98,11 @@ def prepare(
             directive = parse_directive(text)
         except ValueError as exc:
             problem = Plan("errored", "invalid_request_error", f"metadata.user_id: {exc}")
-    cache = cache_prefix(params, canonical) if problem is None else None
-    return Prepared(custom_id, params, sha256_hex(canonical), problem, directive, cache)
+    if problem is not None:
+        return Prepared(custom_id, params, digest, problem, None, None, 0)
+    cache = cache_prefix(params, canonical)
+    tokens = input_token_estimate(params, canonical)
+    return Prepared(custom_id, params, digest, None, directive, cache, tokens)
 
 
 def outcome_plan(outcome: Outcome) -> Plan:
@@ -99,14 +114,22 @@ def outcome_plan(outcome: Outcome) -> Plan:
 
 
 def succeeded_plan(
-    cache: CacheUse | None, forced: Outcome | None, directive: Directive | None
+    cache: CacheUse | None,
+    forced: Outcome | None,
+    directive: Directive | None,
+    prompt_tokens: int,
 ) -> Plan:
-    """A request that runs: maybe refused, maybe with a prompt size set by its directive."""
+    """A request that runs: maybe refused, its prompt and answer sizes maybe set by its
+    directive (the prompt's otherwise `prompt_tokens`, the estimate)."""
+    input_tokens = prompt_tokens
+    if directive is not None and directive.input_tokens is not None:
+        input_tokens = directive.input_tokens
     return Plan(
         "succeeded",
         cache=cache,
         refusal=None if forced is None else forced.refusal,
-        input_tokens=None if directive is None else directive.input_tokens,
+        input_tokens=input_tokens,
+        output_tokens=None if directive is None else directive.output_tokens,
     )
 
 
@@ -123,7 +146,8 @@ class Planner:
         forced = self.forced(prepared.params_hash, self._choice(prepared, rules))
         if forced is not None and forced.kind != "succeeded":
             return outcome_plan(forced)
-        return succeeded_plan(self.cache_use(prepared.cache), forced, prepared.directive)
+        cache = self.cache_use(prepared.cache)
+        return succeeded_plan(cache, forced, prepared.directive, prepared.prompt_tokens)
 
     def cache_use(self, prefix: CachePrefix | None) -> CacheUse | None:
         """First sighting of a prefix writes the cache; later ones read it."""

@@ -22,6 +22,12 @@ _LABELS = (
     "Done; nothing further to add.",
 )
 
+# The text of a long answer (an `output_tokens=` directive): four characters a token.
+CHARS_PER_TOKEN = 4
+_FILLER = " lorem ipsum dolor sit amet, consectetur adipiscing elit."
+# What a reply reads from its params: a batch keeps these, not the prompt (documents of 20 MB).
+_REPLY_FIELDS = ("model", "max_tokens", "inference_geo")
+
 # stop_details.explanation per category (the API's wording is not stable; ours is made up).
 _REFUSALS: dict[str, str] = {
     "cyber": "The request could enable cyber harm.",
@@ -35,6 +41,11 @@ _REFUSALS: dict[str, str] = {
 def natural_output_tokens(params_hash: str) -> int:
     """What the "model" would write before hitting max_tokens: 20–59 tokens."""
     return 20 + int(params_hash[:8], 16) % 40
+
+
+def reply_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The params a reply is made from, once the prompt's size is in the plan."""
+    return {field: params[field] for field in _REPLY_FIELDS if field in params}
 
 
 def usage_for(
@@ -55,9 +66,12 @@ def usage_for(
         minutes = override.cache_creation_input_tokens - hour
     else:
         cache = plan.cache
+        # Plans made by the emulator carry the count: a stored batch has no prompts to count.
         total = plan.input_tokens if plan.input_tokens is not None else input_token_estimate(params)
         cached = min(cache.tokens, total) if cache is not None else 0
         fresh, natural = total - cached, natural_output_tokens(params_hash)
+        if plan.output_tokens is not None:
+            natural = plan.output_tokens
         written = cached if cache is not None and cache.write else 0
         read = cached - written
         hour = written if cache is not None and cache.ttl == "1h" else 0
@@ -90,6 +104,8 @@ def reply_message(
     usage, capped = usage_for(params, params_hash, plan, override, tier)
     seed = int(params_hash[:8], 16)
     text = f"{_LABELS[seed % len(_LABELS)]} [emulated {params_hash[:8]}]"
+    if plan.output_tokens is not None:
+        text = long_text(text, usage["output_tokens"])
     message: dict[str, Any] = {
         "id": message_id,
         "type": "message",
@@ -111,6 +127,14 @@ def reply_message(
             "explanation": explanation,
         }
     return message
+
+
+def long_text(head: str, tokens: int) -> str:
+    """Exactly CHARS_PER_TOKEN * `tokens` characters: `head`, then filler (built by string
+    repetition: 1.2 MB for 300K tokens in a few milliseconds)."""
+    size = CHARS_PER_TOKEN * tokens
+    repeats = size // len(_FILLER) + 1
+    return (head + _FILLER * repeats)[:size]
 
 
 def succeeded_line(custom_id: str, message: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,9 @@ from batchbus.emulator.lifecycle import Batch
 from batchbus.emulator.replies import bare_line, errored_line, reply_message, succeeded_line
 
 _LINES_PER_CHUNK = 500
+# A chunk also ends past this size: 500 lines of 300K-token answers (1.2 MB each) would make
+# one chunk of 600 MB; so the download holds about one chunk, whatever the lines' sizes.
+CHUNK_BYTES = 1024 * 1024
 
 
 def result_chunks(batch: Batch, shuffle: bool) -> Iterator[bytes]:
@@ -25,15 +28,26 @@ def result_chunks(batch: Batch, shuffle: bool) -> Iterator[bytes]:
         random.Random(batch.id).shuffle(order)
     kept = batch.finished_before_cut()
     cut_kind = batch.cut()[1]
-    for start in range(0, len(order), _LINES_PER_CHUNK):
-        lines = []
-        for index in order[start : start + _LINES_PER_CHUNK]:
-            if index < kept or cut_kind is None:
-                line = result_line(batch, index)
-            else:
-                line = bare_line(batch.custom_ids[index], cut_kind)
-            lines.append(to_json(line))
-        yield b"\n".join(lines) + b"\n"
+    lines: list[bytes] = []
+    size = 0
+    for index in order:
+        if index < kept or cut_kind is None:
+            line = to_json(result_line(batch, index))
+        else:
+            line = to_json(bare_line(batch.custom_ids[index], cut_kind))
+        lines.append(line)
+        size += len(line) + 1
+        if len(lines) == _LINES_PER_CHUNK or size >= CHUNK_BYTES:
+            yield _joined(lines)
+            lines, size = [], 0
+    if lines:
+        yield _joined(lines)
+
+
+def _joined(lines: list[bytes]) -> bytes:
+    """The lines, each newline-terminated, in one copy."""
+    lines.append(b"")
+    return b"\n".join(lines)
 
 
 def result_line(batch: Batch, index: int) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from batchbus.emulator.faults import FaultBook
 from batchbus.emulator.lifecycle import Batch, batch_json
 from batchbus.emulator.model_table import model_index
 from batchbus.emulator.outcomes import Planner, prepare, succeeded_plan
-from batchbus.emulator.prompt import cache_prefix, canonical_json, sha256_hex
-from batchbus.emulator.replies import reply_message
+from batchbus.emulator.prompt import cache_prefix, canonical_json, input_token_estimate, sha256_hex
+from batchbus.emulator.replies import reply_message, reply_params
 from batchbus.emulator.results import result_chunks
 from batchbus.emulator.store import Store
 from batchbus.emulator.validation import (
@@ -100,7 +100,9 @@ class EmulatorState:
                 created_at=self.stamp(),
                 processing_seconds=config.processing_seconds,
                 custom_ids=[item.custom_id for item in prepared],
-                params=[item.params for item in prepared],
+                # The prompt's size is in the plan: keeping the prompts would hold a 256 MB
+                # create's documents for as long as the batch lives.
+                params=[reply_params(item.params) for item in prepared],
                 hashes=[item.params_hash for item in prepared],
                 plans=plans,
                 usage_override=config.usage_override,
@@ -156,7 +158,7 @@ class EmulatorState:
         with self.store.lock:
             cache = self.planner.cache_use(cache_prefix(params, canonical))
             forced = self.planner.forced(digest, _refusal_choice(directive))
-        plan = succeeded_plan(cache, forced, directive)
+        plan = succeeded_plan(cache, forced, directive, input_token_estimate(params, canonical))
         reply = reply_message(params, digest, ids.message_id(), plan, config.usage_override, "standard")
         with self.store.lock:
             self.message_log.append({"params_hash": digest, "message_id": reply["id"]})
@@ -195,8 +197,9 @@ def _message_directive(params: dict[str, Any]) -> Directive | None:
 
 
 def _refusal_choice(directive: Directive | None) -> tuple[Outcome, int | None] | None:
-    """On messages only a refusal (and input_tokens=) applies: errored, canceled and
-    expired are outcomes of batch lines, and HTTP failures are what faults are for."""
+    """On messages only a refusal (and input_tokens=, output_tokens=) applies: errored,
+    canceled and expired are outcomes of batch lines, and HTTP failures are what faults are
+    for."""
     if directive is None or directive.outcome.refusal is None:
         return None
     return directive.outcome, directive.first

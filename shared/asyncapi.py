@@ -33,7 +33,14 @@ batchbus sends LLM tasks through the Anthropic Message Batches API. Publish a Ta
 `batchbus.tasks.{tenant}`; read its one final Result on `batchbus.results.{tenant}.{task_id}`
 (stored in JetStream, so a late subscriber replays it). `{tenant}` and `{task_id}` match
 `^[A-Za-z0-9_-]{1,64}$`; the tenant is taken from the subject, never from the body.
-Set NATS_URL for the server. See docs/contract.md for the whole contract."""
+Set NATS_URL for the server. See docs/contract.md for the whole contract.
+
+Payloads too large for one NATS message (the server's max_payload, 1 MB by default, less
+4 KB) go by reference, through the tenant's JetStream object store bucket
+`payloads_{tenant}`: a Task names its stored params JSON with `params_object` instead of
+carrying `params`, and a Result names its stored answer with `message_object` (its `message`
+is then null). Objects live NATS_PAYLOADS_MAX_AGE_SECONDS (8 days) unless deleted sooner; a
+task's params are deleted once its final result is stored. See docs/payloads.md."""
 
 
 class CancelRequest(BaseModel):
@@ -48,8 +55,10 @@ def contract_broker() -> NatsBroker:
 
     @broker.subscriber(subjects.tasks(TENANT), title="tasks", description=(
         "A task to run. `params` is a non-streaming Messages API request body, passed through "
-        "untouched. Stored by the BATCHBUS_TASKS stream as soon as it is published. A task "
-        "that fails validation gets a `rejected` Result that says why."))
+        "untouched; or, for params too large for one message, `params_object` names an object "
+        "in the tenant's bucket `payloads_{tenant}` holding that body as JSON. Stored by the "
+        "BATCHBUS_TASKS stream as soon as it is published. A task that fails validation gets "
+        "a `rejected` Result that says why."))
     async def accept_task(task: Task) -> None:
         """Validates, deduplicates by (tenant, task_id) and queues the task for a batch."""
 
@@ -62,7 +71,9 @@ def contract_broker() -> NatsBroker:
     broker.publisher(subjects.results(TENANT, TASK_ID), title="results", schema=Result,
                      description=(
                          "The task's one final Result (BATCHBUS_RESULTS, kept 7 days by "
-                         "default). A result for a task that named a webhook carries the "
+                         "default). An answer too large for one message is stored in "
+                         "`payloads_{tenant}` and named by `message_object` (`message` is "
+                         "null). A result for a task that named a webhook carries the "
                          f"endpoint's name in the `{subjects.WEBHOOK_HEADER}` header."))
     broker.publisher(subjects.batch_events(BATCH_ID), title="batch-events", schema=BatchEvent,
                      description="A batch's lifecycle: submitted, progress (request_counts), "

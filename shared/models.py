@@ -210,6 +210,7 @@ class AcceptedTask(_Internal):
     # Params stored in the tenant's payload bucket under this name (too large for a message);
     # `params` then holds only their model, which the stored ones are sent with.
     params_object: str | None = None
+    params_digest: str | None = None  # the object's as checked: a replaced one is refused
 
 
 class ManifestEntry(_Internal):

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import ObjectInfo, ObjectMeta, ObjectMetaOptions, ObjectStoreConfig
 from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
@@ -54,6 +55,14 @@ class PayloadMissing(Exception):
     """The named object is not in the tenant's bucket (never stored, expired or deleted)."""
 
 
+class PayloadChanged(PayloadMissing):
+    """The object was replaced after it was checked: what was checked is gone."""
+
+
+class PayloadBucketMissing(Exception):
+    """The tenant's bucket does not exist and this NATS user may not create it."""
+
+
 class PayloadTooLarge(Exception):
     """The named object is larger than the reader allows."""
 
@@ -62,6 +71,11 @@ class PayloadTooLarge(Exception):
 class Stored:
     name: str
     size: int
+    digest: str  # as the object store states it: `SHA-256=<urlsafe base64>`
+
+
+def digest_of(data: bytes) -> str:
+    return "SHA-256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
 
 
 class Payloads:
@@ -93,20 +107,28 @@ class Payloads:
         try:
             return await self.js.object_store(name)
         except (BucketNotFoundError, NotFoundError):
+            pass
+        try:
             # nats-py takes the bucket name apart from the config (it overwrites config.bucket).
             return await self.js.create_object_store(name, config=ObjectStoreConfig(
                 ttl=self.ttl, replicas=self.replicas,
                 description="batchbus payloads too large for one message"))
+        except NatsTimeout:  # a create the user may not send is never answered
+            tenant = name.removeprefix(subjects.OBJ_PAYLOADS_PREFIX)
+            raise PayloadBucketMissing(
+                f"object store {name} does not exist and this NATS user may not create it: "
+                f"create it once with `batchbus payloads init {tenant}` as a service's user "
+                "(docs/payloads.md)") from None
 
     async def put(self, tenant: str, name: str, data: bytes) -> Stored:
         """Stores `data` under `name` unless an object of that name holds the same bytes
         already (a replay stores nothing, and a reader of the object is never cut off)."""
         store = await self.bucket(tenant)
-        digest = "SHA-256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
+        digest = digest_of(data)
         try:
             info = await store.get_info(name)
             if info.size == len(data) and info.digest == digest:
-                return Stored(name, len(data))
+                return Stored(name, len(data), digest)
         except ObjectNotFoundError:
             pass
         # nats-py's chunks are 128 KiB whatever the server takes: smaller on a smaller server
@@ -115,22 +137,36 @@ class Payloads:
         info = await store.put(name, data, meta=ObjectMeta(
             name=name, options=ObjectMetaOptions(max_chunk_size=chunk)))
         self._count("stored", info.size or 0)
-        return Stored(name, info.size or 0)
+        return Stored(name, info.size or 0, digest)
 
-    async def info(self, tenant: str, name: str) -> ObjectInfo:
+    async def info(self, tenant: str, name: str, digest: str | None = None) -> ObjectInfo:
+        """The object's info; PayloadChanged if its digest is not `digest` (when given): a
+        tenant may replace its object after intake checked it, and what goes on must be what
+        was checked."""
         store = await self.bucket(tenant)
         try:
-            return await store.get_info(name)
+            info = await store.get_info(name)
         except ObjectNotFoundError:
             raise PayloadMissing(_missing(tenant, name)) from None
+        if digest is not None and info.digest != digest:
+            raise PayloadChanged(f"object {name!r} of {subjects.payloads(tenant)} was replaced "
+                                 "after intake checked it: store new params under a new name "
+                                 "and send a new task")
+        return info
 
-    async def read(self, tenant: str, name: str, limit: int | None = None) -> bytes:
-        """The whole object; PayloadTooLarge if it is over `limit` bytes."""
-        info = await self.info(tenant, name)
+    async def load(self, tenant: str, name: str, limit: int | None = None,
+                   digest: str | None = None) -> tuple[bytes, str]:
+        """The whole object and its digest; PayloadTooLarge if it is over `limit` bytes."""
+        info = await self.info(tenant, name, digest)
         if limit is not None and (info.size or 0) > limit:
             raise PayloadTooLarge(f"object {name!r} is {info.size:,} bytes, over the limit of "
                                   f"{limit:,}")
-        return b"".join([chunk async for chunk in self.chunks(tenant, info)])
+        data = b"".join([chunk async for chunk in self.chunks(tenant, info)])
+        return data, info.digest or ""
+
+    async def read(self, tenant: str, name: str, limit: int | None = None,
+                   digest: str | None = None) -> bytes:
+        return (await self.load(tenant, name, limit, digest))[0]
 
     async def chunks(self, tenant: str, info: ObjectInfo) -> AsyncIterator[bytes]:
         """The object's bytes one chunk at a time, each fetched when the last is taken: a

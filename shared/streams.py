@@ -13,24 +13,35 @@ from batchbus.shared.settings import NatsSettings
 DAY = 24 * 3600.0
 
 
+def _dedup(max_age: float) -> float:
+    """The duplicate window: two hours, but never past max_age, which nats-server refuses (a
+    retention of minutes, as bench/soak.py's scaled time sets; 0 means kept for ever)."""
+    return min(DAY / 12, max_age) if max_age else DAY / 12
+
+
 def stream_configs(settings: NatsSettings) -> list[StreamConfig]:
     replicas = settings.replicas
     return [
         # Tasks are durable as soon as the publish is acknowledged, even with intake down.
         StreamConfig(name=subjects.STREAM_TASKS, subjects=[subjects.TASKS_ALL],
-                     max_age=settings.results_max_age_seconds, duplicate_window=DAY / 12,
+                     max_age=settings.results_max_age_seconds,
+                     duplicate_window=_dedup(settings.results_max_age_seconds),
                      num_replicas=replicas, discard=DiscardPolicy.NEW),
         StreamConfig(name=subjects.STREAM_CANCELS, subjects=[subjects.CANCEL_ALL],
-                     max_age=settings.results_max_age_seconds, duplicate_window=DAY / 12,
+                     max_age=settings.results_max_age_seconds,
+                     duplicate_window=_dedup(settings.results_max_age_seconds),
                      num_replicas=replicas),
         StreamConfig(name=subjects.STREAM_INTERNAL, subjects=[subjects.INTERNAL_ALL],
-                     max_age=settings.internal_max_age_seconds, duplicate_window=DAY / 12,
+                     max_age=settings.internal_max_age_seconds,
+                     duplicate_window=_dedup(settings.internal_max_age_seconds),
                      num_replicas=replicas),
         StreamConfig(name=subjects.STREAM_RESULTS, subjects=[subjects.RESULTS_ALL],
-                     max_age=settings.results_max_age_seconds, duplicate_window=DAY / 12,
+                     max_age=settings.results_max_age_seconds,
+                     duplicate_window=_dedup(settings.results_max_age_seconds),
                      num_replicas=replicas),
         StreamConfig(name=subjects.STREAM_EVENTS, subjects=[subjects.EVENTS_ALL],
-                     max_age=settings.results_max_age_seconds, duplicate_window=DAY / 12,
+                     max_age=settings.results_max_age_seconds,
+                     duplicate_window=_dedup(settings.results_max_age_seconds),
                      num_replicas=replicas),
         # Kept until an operator purges them: each is a task that used up its attempts.
         StreamConfig(name=subjects.STREAM_DEAD_LETTERS, subjects=[subjects.DEAD_LETTERS_ALL],

@@ -14,7 +14,7 @@ from batchbus.cli.console import stdout
 from batchbus.cli.errors import fail, run
 from batchbus.cli.tally import USD_PLACES, ModelCost, Tally
 from batchbus.cli.text import plural
-from batchbus.client import replay
+from batchbus.client import BatchbusClient, replay
 from batchbus.shared import subjects
 
 HELP = "\n\n".join([
@@ -86,7 +86,13 @@ async def _tally(target: Target, tenant: str | None, since: datetime | None) -> 
     tally = Tally()
     async with connected(target) as nc:
         await require_streams(nc.jetstream(), subjects.STREAM_RESULTS)
+        # An answer stored apart names its model only inside: read back per its tenant.
+        clients: dict[str, BatchbusClient] = {}
         async for result in replay(nc.jetstream(), subject, since):
+            if result.message_object is not None and result.message is None:
+                client = clients.setdefault(result.tenant,
+                                            BatchbusClient.over(nc, result.tenant))
+                result = await client.with_answer(result)
             tally.add(result)
     return tally
 

@@ -15,7 +15,7 @@ from batchbus.cli.durations import parse_since
 from batchbus.cli.errors import fail, run
 from batchbus.cli.tally import Finals, finals, model_of
 from batchbus.cli.text import plural
-from batchbus.client import replay
+from batchbus.client import BatchbusClient
 from batchbus.shared import subjects
 from batchbus.shared.models import Result
 from batchbus.shared.text import clip
@@ -37,6 +37,8 @@ HELP = "\n\n".join([
     "Replay TENANT's stored final results, oldest first, and stop once caught up.",
     "One result per task: a task rejected and then sent again shows only its later result "
     "(--all shows every stored result, the superseded ones marked).",
+    "An answer too large for one NATS message (the result's message_object) is read back from "
+    "the tenant's payload bucket, so --out writes it in `message` like any other.",
 ])
 
 
@@ -99,7 +101,9 @@ def _write_lines(rows: list[Result], file: TextIO) -> int:
 async def _collect(target: Target, tenant: str, since: datetime | None) -> list[Result]:
     async with connected(target) as nc:
         await require_streams(nc.jetstream(), subjects.STREAM_RESULTS)
-        return [r async for r in replay(nc.jetstream(), subjects.results_of(tenant), since)]
+        # Through the client: it reads back answers stored apart (message_object).
+        client = BatchbusClient.over(nc, tenant)
+        return [r async for r in client.history(since)]
 
 
 DETAIL_WIDTH = 80

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from batchbus.cli.connection import NATS_HELP, Target, connected, require_tasks_and_results, resolve
 from batchbus.cli.console import stderr, stdout
 from batchbus.cli.errors import EXIT_FAILED_TASKS, CliError, fail, run
-from batchbus.cli.loader import Checked, LoadError, Problem, load_tasks, oversize
+from batchbus.cli.loader import Checked, LoadError, Problem, by_reference, load_tasks, unsendable
 from batchbus.cli.tally import Tally
 from batchbus.cli.text import plural
 from batchbus.client import BatchbusClient
@@ -35,9 +35,13 @@ HELP = "\n\n".join([
     "deduplicated by batchbus rather than paid for twice; its result's metadata names the "
     "file and line.",
     "Every line is checked before anything is published: JSON, the Task as intake checks it, "
-    "the model catalog's rules (retired models, forbidden params, max_tokens) and its size "
-    "against the NATS server's max_payload. If any line is bad, every bad line is listed "
-    "(FILE:LINE: reason) and nothing is published.",
+    "the model catalog's rules (retired models, forbidden params, max_tokens) and its size. "
+    "If any line is bad, every bad line is listed (FILE:LINE: reason) and nothing is "
+    "published.",
+    "A line too large for one NATS message (the server's max_payload less 4 KB) is sent by "
+    "reference: its params are stored in the tenant's object store bucket payloads_TENANT "
+    "first, and the task names them (docs/payloads.md). Params over 32 MiB, the Messages "
+    "API's request size limit, make a bad line.",
     "Without --follow, publishes every task and returns once JetStream has stored each one; "
     "intake then drops a task id it has already accepted, and checks again one it rejected.",
     "With --follow, shows progress until every task has its final result, prints a summary, "
@@ -90,10 +94,12 @@ def submit(
         if tally.not_succeeded:
             raise typer.Exit(EXIT_FAILED_TASKS)
     else:
-        count = run(_publish(target, tenant, checked))
-        stdout().print(f"published {count} tasks to {subjects.tasks(tenant)} on {target.named}, "
-                       "each stored by JetStream; see their results with: batchbus results "
-                       f"--tenant {tenant}")
+        count, stored = run(_publish(target, tenant, checked))
+        apart = (f" ({stored} with their params in object store {subjects.payloads(tenant)})"
+                 if stored else "")
+        stdout().print(f"published {count} tasks{apart} to {subjects.tasks(tenant)} on "
+                       f"{target.named}, each stored by JetStream; see their results with: "
+                       f"batchbus results --tenant {tenant}")
 
 
 def refusal(checked: Checked, problems: list[Problem], note: str | None = None) -> CliError:
@@ -109,10 +115,10 @@ def refusal(checked: Checked, problems: list[Problem], note: str | None = None) 
 async def checked_connection(target: Target, checked: Checked) -> AsyncIterator[Client]:
     """A connection once every line is good, sizes included (the server's max_payload);
     else CliError listing every bad line. With bad lines already, the server is still asked
-    for its max_payload, so one run lists the oversize lines too."""
+    for its max_payload, so one run lists the lines it cannot take too."""
     try:
         async with connected(target) as nc:
-            problems = checked.problems + oversize(checked, nc.max_payload, target.named)
+            problems = checked.problems + unsendable(checked, nc.max_payload, target.named)
             if problems:
                 raise refusal(checked, problems)
             yield nc
@@ -124,10 +130,12 @@ async def checked_connection(target: Target, checked: Checked) -> AsyncIterator[
                       + str(exc)) from None
 
 
-async def _publish(target: Target, tenant: str, checked: Checked) -> int:
+async def _publish(target: Target, tenant: str, checked: Checked) -> tuple[int, int]:
+    """Tasks published, and how many of them went with their params stored apart."""
     async with checked_connection(target, checked) as nc:
         await require_tasks_and_results(nc.jetstream())
-        return await BatchbusClient.over(nc, tenant).publish_many(checked.tasks)
+        count = await BatchbusClient.over(nc, tenant).publish_many(checked.tasks)
+        return count, by_reference(checked, nc.max_payload)
 
 
 async def _follow(target: Target, tenant: str, checked: Checked) -> Tally:

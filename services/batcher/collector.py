@@ -21,7 +21,7 @@ from batchbus.shared import consumer, subjects
 from batchbus.shared.anthropic_client import REQUEST_COUNTS
 from batchbus.shared.cancels import Cancels
 from batchbus.shared.models import AcceptedTask, BatchEvent, BatchRecord, ErrorInfo, ManifestEntry
-from batchbus.shared.payloads import PayloadMissing
+from batchbus.shared.payloads import PayloadChanged, PayloadMissing
 from batchbus.shared.publishing import has_result, publish_canceled, publish_event, publish_unsent
 from batchbus.shared.runtime import kept_alive
 
@@ -121,7 +121,7 @@ class Collector:
             await msg.term()
             return
         except PayloadMissing as exc:
-            await self._params_gone(msg, task, str(exc))
+            await self._params_gone(msg, task, exc)
             return
         # A batch has one set of betas: a task of another set, or one too big to join, sends
         # the pending ones first. Each flush leaves fewer pending (a distinct count keeps
@@ -226,15 +226,15 @@ class Collector:
             self.metrics.results.labels("canceled").inc()
         await msg.ack()
 
-    async def _params_gone(self, msg: Msg, task: AcceptedTask, why: str) -> None:
+    async def _params_gone(self, msg: Msg, task: AcceptedTask, why: PayloadMissing) -> None:
         """A task whose stored params are gone. They go once its final result is stored, so
         with a result this is a late redelivery; without one they outlived their retention
         waiting (NATS_PAYLOADS_MAX_AGE_SECONDS), and the task fails, saying so."""
+        kind = "payload_changed" if isinstance(why, PayloadChanged) else "payload_missing"
         if not await has_result(self.js, task.tenant, task.task_id):
             log.error("task %s of %s cannot be sent: %s", task.task_id, task.tenant, why)
             if await publish_unsent(self.js, task.tenant, task.task_id, task.metadata,
-                                    task.attempt - 1, ErrorInfo(type="payload_missing",
-                                                                message=why),
+                                    task.attempt - 1, ErrorInfo(type=kind, message=str(why)),
                                     webhook=task.webhook, reservation=task.reservation,
                                     warnings=task.warnings, prior_cost=task.prior_cost):
                 self.metrics.results.labels("errored").inc()

@@ -1,7 +1,7 @@
 """Whether the batcher run that wrote an intent is still alive, so a restarted batcher need not
 wait out BATCHER_INTENT_STALE_SECONDS for a predecessor that was killed mid-create.
 
-Every run answers requests on its own subject (`batchbus.internal.batchers.<run>`) for as long
+Every run answers requests on its own subject (`batchbus.runs.batcher.<run>`) for as long
 as its NATS connection lives. A killed process's connection closes with it, and NATS answers
 a request to a subject nobody listens on at once ("no responders"). A paused or merely slow
 run still holds its subscription: its request times out, and it counts as alive, so only the

@@ -170,7 +170,7 @@ class Submitter:
         if task.params_object is None:
             return None
         tenant = task.tenant
-        info = await self.payloads.info(tenant, task.params_object)
+        info = await self.payloads.info(tenant, task.params_object, task.params_digest)
         head = request_head(custom_id(tenant, task.task_id, task.attempt))
         return Streamed(head, info.size or 0, lambda: self.payloads.chunks(tenant, info))
 

@@ -31,7 +31,7 @@ from batchbus.shared import subjects
 from batchbus.shared.cancels import Cancels
 from batchbus.shared.catalog import default_catalog
 from batchbus.shared.models import AcceptedTask, ErrorInfo, Reservation, Result, Task
-from batchbus.shared.payloads import PayloadMissing, Payloads, PayloadTooLarge
+from batchbus.shared.payloads import PayloadMissing, Payloads, PayloadTooLarge, Stored
 from batchbus.shared.publishing import (
     PubAcks,
     Raw,
@@ -129,7 +129,7 @@ class TaskIntake:
             return self._admit_stored(msg, seq, tenant, outcome, outcome.params_object)
         return self._route(msg, seq, tenant, outcome)
 
-    def _route(self, msg: Msg, seq: int, tenant: str, task: Task, stored_bytes: int = 0
+    def _route(self, msg: Msg, seq: int, tenant: str, task: Task, stored: Stored | None = None
                ) -> Admitted | Coroutine[Any, Any, Admitted | None]:
         """The model checks and the route decision of a valid task."""
         catalog = self.models.current
@@ -140,13 +140,13 @@ class TaskIntake:
         asked = "batch" if any(catalog.betas[b].batch_only for b in task.betas) else task.route
         decision = self.router.decide(asked, task.deadline, datetime.now(UTC))
         route = decision.route
-        if stored_bytes:  # checked whole: from here on only the small fields are needed
+        if stored:  # checked whole: from here on only the small fields are needed
             task = task.model_copy(update={"params": {
                 k: v for k, v in task.params.items() if k not in LARGE_PARAMS}})
         if route is None:
             return self._past_deadline(msg, seq, tenant, task, decision.reason)
         return Admitted(msg, seq, tenant, task, route, decision.reason, allowed.warnings,
-                        stored_bytes)
+                        stored)
 
     async def _admit_stored(self, msg: Msg, seq: int, tenant: str, task: Task,
                             name: str) -> Admitted | None:
@@ -154,7 +154,8 @@ class TaskIntake:
         were inline. Only that tenant's bucket is read: a task cannot name another's."""
         async with self._reading:
             try:
-                data = await self.payloads.read(tenant, name, self.limits.max_params_bytes)
+                data, digest = await self.payloads.load(tenant, name,
+                                                        self.limits.max_params_bytes)
             except PayloadTooLarge as exc:
                 await self._reject(tenant, seq, Rejection(
                     "too_large", f"{exc}: the Messages API's request size limit",
@@ -170,14 +171,14 @@ class TaskIntake:
                                                           task.task_id, task.webhook))
                 return None
             params = validate_params(data, self.limits)
-            size = len(data)
+            stored = Stored(name, len(data), digest)
             del data
         if isinstance(params, Rejection):
             await self._reject(tenant, seq, Rejection(params.reason, params.message,
                                                       task.task_id, task.webhook))
             return None
         admitted = self._route(msg, seq, tenant, task.model_copy(update={"params": params}),
-                               size)
+                               stored)
         return admitted if isinstance(admitted, Admitted) else await admitted
 
     async def _past_deadline(self, msg: Msg, seq: int, tenant: str, task: Task,
@@ -255,7 +256,8 @@ class TaskIntake:
             await self.task_ids.delete(key)
             return None
         held = await budgets.admit(
-            tenant, task.task_id, task.params, len(msg.data) + admitted.stored_bytes,
+            tenant, task.task_id, task.params,
+            len(msg.data) + (admitted.stored.size if admitted.stored else 0),
             msg.metadata.timestamp.astimezone(UTC).date(), admitted.route == "realtime",
             redelivered, task.fallback_model)
         if not isinstance(held, Refusal):
@@ -275,6 +277,7 @@ class TaskIntake:
                      admitted.tenant, "; ".join(admitted.warnings))
         return AcceptedTask(
             tenant=admitted.tenant, task_id=task.task_id, params_object=task.params_object,
+            params_digest=admitted.stored.digest if admitted.stored else None,
             # stored params are sent as stored: the task carries their model alone
             params={"model": task.params["model"]} if task.params_object else task.params,
             metadata=task.metadata, published_at=admitted.msg.metadata.timestamp,

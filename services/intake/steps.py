@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias, TypeVar
 from nats.aio.msg import Msg
 
 from batchbus.shared.models import AcceptedTask, Task
+from batchbus.shared.payloads import Stored
 
 if TYPE_CHECKING:  # typing_extensions comes with pydantic, but TypeIs only from 4.10 on
     from typing_extensions import TypeIs
@@ -36,9 +37,9 @@ class Admitted(NamedTuple):
     route: Path
     reason: str  # why that route: a metric label
     warnings: tuple[str, ...] = ()  # what the user should know (a deprecated model)
-    # Bytes of its params stored in the payload bucket (`params_object`), which the task
-    # then holds only the small fields of: the message's own size is not the request's.
-    stored_bytes: int = 0
+    # Its params as stored in the payload bucket (`params_object`), when they are: the task
+    # then holds only their small fields, and the message's own size is not the request's.
+    stored: Stored | None = None
 
 
 Claimed: TypeAlias = tuple[Admitted, Claim]

@@ -13,7 +13,7 @@ from pydantic_core import to_json
 
 from batchbus.services.notifier.results import result_json, stored_answer, with_model
 from batchbus.shared.models import AcceptedTask, Result, ResultFields, parse_json
-from batchbus.shared.payloads import Payloads, answer_name, fits, params_name
+from batchbus.shared.payloads import Payloads, Stored, answer_name, fits, params_name
 
 # A final result as published: its fields (without the answer when that is stored) and JSON.
 Published = tuple[ResultFields, bytes]
@@ -75,21 +75,22 @@ class ClaimChecks:
         over them, or the task's params. PayloadMissing if the object is gone."""
         if task.params_object is None:
             return task.params
-        stored = parse_json(await self.payloads.read(task.tenant, task.params_object))
+        stored = parse_json(await self.payloads.read(task.tenant, task.params_object,
+                                                     digest=task.params_digest))
         if not isinstance(stored, dict):  # intake checked them; only a replaced object
             raise ValueError(f"stored params {task.params_object!r} are not a JSON object")
         return {**stored, **task.params}
 
-    async def fallback_params(self, task: AcceptedTask, model: str) -> str | None:
+    async def fallback_params(self, task: AcceptedTask, model: str) -> Stored | None:
         """The stored params of `task` stored again on `model`, for its fallback attempt;
         None for inline params. The old object stays (a replay of the refused line still
         reads it); the bucket's max age removes it. PayloadMissing if it is gone."""
         if task.params_object is None:
             return None
-        data = with_model(await self.payloads.read(task.tenant, task.params_object), model)
+        data = with_model(await self.payloads.read(task.tenant, task.params_object,
+                                                   digest=task.params_digest), model)
         name = params_name(task.task_id, data)  # the same bytes on a replay: the same object
-        await self.payloads.put(task.tenant, name, data)
-        return name
+        return await self.payloads.put(task.tenant, name, data)
 
     async def release(self, tenant: str, params_object: str | None) -> None:
         """Deletes a task's stored params: only once its final result is stored (an attempt

@@ -261,7 +261,7 @@ class Delivery:
         refused = refused_attempt(entry.attempt, batch_id, entry.model, fallback.refusal, cost)
         stored = await self.claims.fallback_params(task, fallback.model)
         if await publish_accepted(self.js, fallback_task(task, refused, fallback.model,
-                                                         params_object=stored)):
+                                                         stored=stored)):
             self.accounting.refused(entry.task_id, entry.model, usage, cost, fallback.refusal)
         log.info("task %s/%s refused by %s (%s); attempt %d goes to %s", entry.tenant,
                  entry.task_id, entry.model, fallback.refusal["category"], entry.attempt + 1,

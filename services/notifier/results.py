@@ -22,6 +22,7 @@ from batchbus.shared.models import (
     UsageFields,
     parse_json,
 )
+from batchbus.shared.payloads import Stored
 from batchbus.shared.pricing import PriceTable, TokenCounts
 
 # Error types worth another attempt as they are; any other error is the request's own fault.
@@ -191,22 +192,24 @@ def refused_attempt(attempt: int, batch_id: str, model: str, refusal: RefusalFie
 
 def fallback_task(task: AcceptedTask, refused: Attempt, model: str,
                   earlier: Sequence[Attempt] = (),
-                  params_object: str | None = None) -> AcceptedTask:
+                  stored: Stored | None = None) -> AcceptedTask:
     """The task's next attempt after a refusal, for the batch path: on the fallback model,
     at once (nothing to wait out), and only once (no fallback after it). The refused
     attempt's cost is carried, so the final result and the budget count it. `earlier`: the
     attempts since `task` that its history does not hold yet (failed real-time calls).
 
     A task with stored params needs them stored again on the fallback model (`with_model`),
-    as `params_object`: the batcher sends the object as it is, so the old one would go to
-    the refusing model again."""
-    if (task.params_object is None) != (params_object is None):
+    (`stored`): the batcher sends the object as it is, so the old one would go to the
+    refusing model again."""
+    if (task.params_object is None) != (stored is None):
         raise ValueError("stored params go to a fallback as a new object, inline ones inline")
     return task.model_copy(update={
         "attempt": refused.attempt + 1, "params": {**task.params, "model": model},
         "fallback_model": None, "not_before": None,
         "history": [*task.history, *earlier, refused],
-        "prior_cost": add_cost(task.prior_cost, refused.cost), "params_object": params_object})
+        "prior_cost": add_cost(task.prior_cost, refused.cost),
+        "params_object": stored.name if stored else None,
+        "params_digest": stored.digest if stored else None})
 
 
 def with_model(params: bytes, model: str) -> bytes:

@@ -146,6 +146,10 @@ def test_outcome_rules_match_custom_ids(client: anthropic.Anthropic, emu: Emulat
             "emulate:succeeded:input_tokens=many",
             "metadata.user_id: input_tokens= needs a non-negative integer, got 'many'",
         ),
+        (
+            "emulate:succeeded:output_tokens=-5",
+            "metadata.user_id: output_tokens= needs a non-negative integer, got '-5'",
+        ),
     ],
 )
 def test_malformed_directive_options(
@@ -158,7 +162,8 @@ def test_malformed_directive_options(
 def test_directive_options_combine_in_any_order(
     client: anthropic.Anthropic, emu: EmulatorHandle
 ) -> None:
-    text = "emulate:errored:api_error:input_tokens=5000:first=1"
+    text = "emulate:errored:api_error:output_tokens=40:input_tokens=5000:first=1"
     first = run_batch(client, emu, [directive(text, "a")])["a"]
     second = run_batch(client, emu, [directive(text, "b")])["b"]
     assert first.type == "errored" and second.message.usage.input_tokens == 5000
+    assert second.message.usage.output_tokens == 40 and len(second.message.content[0].text) == 160

@@ -8,6 +8,7 @@ a schedule; BATCHBUS_CHAOS_TASKS and BATCHBUS_CHAOS_ROUNDS size the long variant
 """
 
 import asyncio
+import json
 import os
 import random
 from collections import Counter
@@ -21,6 +22,8 @@ import pytest
 from batchbus.emulator.server import EmulatorHandle
 from batchbus.launcher.nats_server import NatsServer, start_nats
 from batchbus.launcher.services import SERVICES, Pipeline
+from batchbus.shared.payloads import Payloads, params_name
+from batchbus.shared.settings import NatsSettings
 from tests.fault.conftest import FAST_RECOVERY
 from tests.fault.history import (
     History,
@@ -80,7 +83,11 @@ class Chaos:
         history = History(self.tenant)
         nc = await nats.connect(self.nats_server.url, max_reconnect_attempts=-1,
                                 reconnect_time_wait=0.2)
+        payloads = Payloads(nc.jetstream(), NatsSettings().payloads_max_age_seconds)
         try:
+            for task in work:  # params by reference, stored first as a client does
+                if "params_object" in task:
+                    await payloads.put(self.tenant, task["params_object"], task.pop("stored"))
             recorder = Recorder(nc, history)
             for n in range(rounds):
                 publishing = asyncio.create_task(recorder.publish_all(work[n::rounds]))
@@ -97,6 +104,7 @@ class Chaos:
               f"{verdict.summary()}")
         assert verdict.ok, verdict.violations
         assert finished and quiet, "every task has its result, but batchbus never went quiet"
+        # A stored-params task whose params went early would end payload_missing: counted here.
         outcomes = Counter((r.status, r.error) for r in history.results)
         assert verdict.statuses == expected, f"outcomes: {dict(outcomes)}"
         return verdict
@@ -105,7 +113,9 @@ class Chaos:
 def workload(tenant: str, count: int, rng: random.Random) -> tuple[list[dict[str, Any]],
                                                                    dict[str, int]]:
     """Tasks with unique prompts; one in twenty fails once with a transient error (retried,
-    then succeeds), one in fifty fails for good. Returns them and the final statuses due."""
+    then succeeds), one in fifty fails for good; one in ten has its params stored in the
+    payload bucket (`stored`: their bytes, for the run to store), which must last until its
+    final result. Returns them and the final statuses due."""
     tasks, expected = [], Counter[str]()
     for i in range(count):
         task = ticket(i, messages=[{"role": "user", "content": f"{tenant} {i}: parcel late"}])
@@ -118,6 +128,9 @@ def workload(tenant: str, count: int, rng: random.Random) -> tuple[list[dict[str
                 task["params"]["metadata"] = {
                     "user_id": "emulate:errored:overloaded_error:first=1"}
             expected["succeeded"] += 1
+        if rng.random() < 0.1:
+            stored = json.dumps(task.pop("params")).encode()
+            task |= {"params_object": params_name(task["task_id"], stored), "stored": stored}
         tasks.append(task)
     return tasks, dict(expected)
 

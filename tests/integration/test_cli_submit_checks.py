@@ -1,7 +1,8 @@
-"""`batchbus submit` against real NATS and the services: a file with bad lines — an oversize
-one included — is refused whole, every bad line named in one run, and nothing is published
-(issue 15, item 4: a 5 MB third line used to go out after the first two, then fail with a
-traceback)."""
+"""`batchbus submit` against real NATS and the services: a file with bad lines — one with
+params over the Messages API's 32 MiB included — is refused whole, every bad line named in one
+run, and nothing is published (issue 15, item 4: a 5 MB third line used to go out after the
+first two, then fail with a traceback). A line too large for one NATS message is not bad: it
+goes by reference (issue 17, docs/payloads.md)."""
 
 import asyncio
 import json
@@ -14,21 +15,22 @@ from typing import Any
 import nats
 import pytest
 
-from batchbus.cli.loader import headers_size, published_size
+from batchbus.cli.loader import published_size
 from batchbus.launcher.nats_server import NatsServer
 from batchbus.launcher.services import Pipeline
 from batchbus.shared import subjects
 from batchbus.shared.models import Task
+from batchbus.shared.payloads import HEADROOM, MAX_PARAMS_BYTES
 from tests.integration.helpers import stored_count, ticket
 
 pytestmark = pytest.mark.nats
 
 ROOT = Path(__file__).resolve().parents[2]
-BIG = 5 * 1024 * 1024
+HUGE = MAX_PARAMS_BYTES + 1024  # params no Messages API request may carry
 
 
-def big_ticket(i: int) -> dict[str, Any]:
-    return ticket(i, messages=[{"role": "user", "content": "x" * BIG}])
+def huge_ticket(i: int) -> dict[str, Any]:
+    return ticket(i, messages=[{"role": "user", "content": "x" * HUGE}])
 
 
 def batchbus(*argv: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -62,25 +64,20 @@ def published(url: str, tenant: str) -> int:
     return asyncio.run(stored_count(url, subjects.tasks(tenant), subjects.STREAM_TASKS))
 
 
-def test_an_oversize_line_among_good_ones_publishes_nothing_and_names_its_size(
+def test_params_over_32_mib_among_good_lines_publish_nothing_and_name_their_size(
         pipeline: Pipeline, nats_server: NatsServer, tenant: str, tmp_path: Path,
         env: dict[str, str]) -> None:
-    path = write(tmp_path / "tasks.jsonl", ticket(1), ticket(2), big_ticket(3), ticket(4))
-    limit = asyncio.run(server_max_payload(nats_server.url))
-    assert limit < BIG  # the server's default: 1 MB
+    path = write(tmp_path / "tasks.jsonl", ticket(1), ticket(2), huge_ticket(3), ticket(4))
     done = batchbus("submit", path.name, "--tenant", tenant, "--nats", nats_server.url,
                     env=env, cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 2, done.stderr
-    where = f"NATS at {nats_server.url}"
-    assert lines[0].startswith("tasks.jsonl:3: the task is 5,2") and \
-        f"bytes as published, more than {where} accepts: its max_payload is {limit:,} bytes" \
+    assert lines[0].startswith("tasks.jsonl:3: its params are 33,55") and \
+        f"over the Messages API's request size limit of {MAX_PARAMS_BYTES:,} bytes (32 MiB)" \
         in lines[0]
-    assert "not supported yet" in lines[0] and "raise max_payload" in lines[0]
     assert lines[1] == "error: tasks.jsonl: 1 of 4 lines is bad; nothing was published"
     assert "Traceback" not in done.stderr and "never retrieved" not in done.stderr
-    assert "maximum payload exceeded" not in done.stderr
     assert published(nats_server.url, tenant) == 0
 
 
@@ -90,7 +87,7 @@ def test_every_bad_line_is_listed_in_one_run_and_nothing_is_published(
     path = write(tmp_path / "tasks.jsonl",
                  ticket(1),
                  '{"task_id": "ticket-2", "params": {"model": }',  # JSON
-                 big_ticket(3),  # size: only the server knows its max_payload
+                 huge_ticket(3),  # params over the Messages API's request size limit
                  ticket(4, model="claude-sonnet-4-5"),  # retired
                  ticket(5, temperature=0.2),  # a param the model refuses
                  ticket(6, max_tokens=64_001),  # above the model's limit
@@ -105,7 +102,7 @@ def test_every_bad_line_is_listed_in_one_run_and_nothing_is_published(
     assert [line.split(":")[1] for line in lines[:-1]] == ["2", "3", "4", "5", "6", "7", "8"]
     expected = {
         2: "invalid JSON: Expecting value at column 45",
-        3: "the task is 5,2",
+        3: "its params are 33,55",
         4: "params.model 'claude-sonnet-4-5' was retired",
         5: "params.temperature is not accepted by claude-sonnet-4-6",
         6: "params.max_tokens 64001 is above claude-sonnet-4-6's limit of 64000",
@@ -134,24 +131,39 @@ def test_a_good_file_still_goes_out(
 
 
 def sized_ticket(i: int, size: int) -> dict[str, Any]:
-    """A ticket whose message as published is exactly `size` bytes."""
+    """A ticket whose message as published inline is exactly `size` bytes."""
     base = ticket(i, messages=[{"role": "user", "content": ""}])
     pad = size - published_size(Task.model_validate(base))
     return ticket(i, messages=[{"role": "user", "content": "x" * pad}])
 
 
-def test_the_size_limit_is_exact_headers_included(
+async def stored_task(url: str, tenant: str) -> dict[str, Any]:
+    """The tenant's last task message as JetStream stored it."""
+    nc = await nats.connect(url)
+    try:
+        msg = await nc.jetstream().get_last_msg(subjects.STREAM_TASKS, subjects.tasks(tenant))
+        return dict(json.loads(msg.data or b""))
+    finally:
+        await nc.close()
+
+
+def test_a_line_goes_by_reference_from_max_payload_less_the_headroom(
         pipeline: Pipeline, nats_server: NatsServer, tenant: str, tmp_path: Path,
         env: dict[str, str]) -> None:
-    room = asyncio.run(server_max_payload(nats_server.url)) - headers_size()
-    over = write(tmp_path / "over.jsonl", sized_ticket(1, room + 1))
-    done = batchbus("submit", over.name, "--tenant", tenant, "--nats", nats_server.url,
-                    env=env, cwd=tmp_path)
-    assert done.returncode == 2 and f"the task is {room + 1:,} bytes" in done.stderr
-    assert published(nats_server.url, tenant) == 0
-    # One byte less fits: the server takes it (intake then applies its own, smaller limit).
+    room = asyncio.run(server_max_payload(nats_server.url)) - HEADROOM
     fits = write(tmp_path / "fits.jsonl", sized_ticket(1, room))
     done = batchbus("submit", fits.name, "--tenant", tenant, "--nats", nats_server.url,
                     env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert published(nats_server.url, tenant) == 1
+    assert "params" in asyncio.run(stored_task(nats_server.url, tenant))  # inline
+    # One byte more: the params go to the tenant's bucket, the task names them.
+    over = write(tmp_path / "over.jsonl", sized_ticket(2, room + 1))
+    done = batchbus("submit", over.name, "--tenant", tenant, "--nats", nats_server.url,
+                    env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"published 1 tasks (1 with their params in object store payloads_{tenant})" \
+        in " ".join(done.stdout.split())
+    sent = asyncio.run(stored_task(nats_server.url, tenant))
+    assert sent["task_id"] == "ticket-00002" and "params" not in sent
+    assert sent["params_object"].startswith("params.ticket-00002.")
+    assert published(nats_server.url, tenant) == 2

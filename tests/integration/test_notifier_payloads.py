@@ -33,7 +33,7 @@ from batchbus.services.notifier.settings import NotifierSettings
 from batchbus.shared import streams, subjects
 from batchbus.shared.cancels import Cancels
 from batchbus.shared.models import AcceptedTask, DeadLetter, ManifestEntry, Result
-from batchbus.shared.payloads import HEADROOM, PayloadMissing, Payloads, answer_name, params_name
+from batchbus.shared.payloads import HEADROOM, PayloadMissing, Payloads, answer_name, digest_of, params_name
 from batchbus.shared.pricing import default_prices
 from batchbus.shared.publishing import accepted_message, realtime_message, send
 from batchbus.shared.settings import AnthropicSettings, NatsSettings
@@ -266,6 +266,7 @@ async def test_a_batchs_lines_store_answers_and_settle_stored_params(
     assert refused.params == {"model": FALLBACK} and refused.params_object != names["refused"]
     rewritten = await tasks.payloads.read(tenant, refused.params_object or "")
     assert refused.params_object == params_name("refused", rewritten)
+    assert refused.params_digest == digest_of(rewritten)  # what the batcher will check
     old = json.loads(await tasks.payloads.read(tenant, names["refused"]))
     assert json.loads(rewritten) == {**old, "model": FALLBACK}
 

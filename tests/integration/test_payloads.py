@@ -2,6 +2,7 @@
 is far below them: stored in the tenant's payload bucket, checked by intake as inline params
 are, streamed into creates split by bytes, and failing with a clear reason when unusable."""
 
+import asyncio
 import base64
 import json
 import os
@@ -137,3 +138,32 @@ async def test_a_task_with_both_params_and_params_object_is_rejected(
     [result] = found["both"]
     assert result.status == "rejected"
     assert result.error is not None and "not both" in result.error.message
+
+
+async def test_params_replaced_after_intake_checked_them_are_never_sent(
+        small_pipeline: Pipeline, emulator: EmulatorHandle, nc: Client, tenant: str) -> None:
+    """A tenant may replace its object once intake has checked it (say, a cheap model's
+    params for an expensive one's): the batcher sends only what intake checked."""
+    batcher = small_pipeline.services["batcher"]
+    batcher.stop()
+    js = nc.jetstream()
+    before = (await js.stream_info(subjects.STREAM_INTERNAL)).state.messages
+    checked = json.dumps(document("swap", 300 * 1024)).encode()
+    name = await publish_stored(nc, tenant, "swap", checked)
+    for _ in range(300):  # intake hands the task on within a few seconds
+        if (await js.stream_info(subjects.STREAM_INTERNAL)).state.messages > before:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("intake did not accept the task")
+    swapped = json.dumps({**json.loads(checked), "max_tokens": 64000}).encode()
+    await Payloads(js, 3600).put(tenant, name, swapped)  # same name, other params
+    batcher.start()
+    async with BatchbusClient(small_pipeline.env["NATS_URL"], tenant) as client:
+        found = await gather_results(client, 1, timeout=30)
+    [result] = found["swap"]
+    assert result.status == "errored"
+    assert result.error is not None and result.error.type == "payload_changed"
+    assert "was replaced after intake checked it" in result.error.message
+    sent = {r["custom_id"] for c in emulator.state.creates() for r in c["requests"]}
+    assert custom_id(tenant, "swap", 1) not in sent

@@ -87,3 +87,16 @@ async def connect_as(url: str, user: str, password: str,
         yield nc, watch
     finally:
         await nc.close()
+
+
+async def expect_denied(nc: Client, watch: ErrorWatch, publish: list[str],
+                        subscribe: list[str]) -> None:
+    """Each publish and subscribe is refused, as the client's error callback reports."""
+    for subject in publish:
+        await nc.publish(subject, b"{}")
+        await nc.flush()
+        await watch.violation(subject)
+    for subject in subscribe:
+        await nc.subscribe(subject)
+        await nc.flush()
+        await watch.violation(subject)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nats.aio.client import Client
 
 from batchbus.client import BatchbusClient
 from batchbus.emulator.server import EmulatorHandle
@@ -25,9 +24,9 @@ from tests.integration.helpers import ticket
 from tests.security.conftest import (
     ACCOUNTS,
     USERS,
-    ErrorWatch,
     SecuredNats,
     connect_as,
+    expect_denied,
     password_variable,
 )
 
@@ -201,17 +200,23 @@ async def test_a_service_user_is_denied_outside_its_subjects(
             await expect_denied(nc, watch, publish, subscribe)
 
 
-async def expect_denied(nc: Client, watch: ErrorWatch, publish: list[str],
-                        subscribe: list[str]) -> None:
-    """Each publish and subscribe is refused, as the client's error callback reports."""
-    for subject in publish:
-        await nc.publish(subject, b"{}")
-        await nc.flush()
-        await watch.violation(subject)
-    for subject in subscribe:
-        await nc.subscribe(subject)
-        await nc.flush()
-        await watch.violation(subject)
+async def test_batcher_runs_ping_each_other(secured_nats: SecuredNats) -> None:
+    """A run answers on its own subject, to the pinger's inbox (allow_responses), and pings
+    others (services/batcher/liveness.py); a tenant can do neither."""
+    run = subjects.batcher_run("run1")
+    password = secured_nats.passwords["batcher"]
+    async with connect_as(secured_nats.url, "batcher", password) as (answerer, answer_watch), \
+            connect_as(secured_nats.url, "batcher", password) as (pinger, ping_watch):
+        async def answer(msg: Any) -> None:
+            await msg.respond(b"")
+
+        await answerer.subscribe(run, cb=answer)
+        await answerer.flush()
+        assert (await pinger.request(run, b"", timeout=5)).data == b""
+        assert answer_watch.errors.empty() and ping_watch.errors.empty()
+    async with connect_as(secured_nats.url, "acme", secured_nats.passwords["acme"],
+                          inbox_prefix="_INBOX_acme") as (nc, watch):
+        await expect_denied(nc, watch, [run], [run])
 
 
 async def test_a_wrong_password_is_refused(secured_nats: SecuredNats) -> None:

@@ -1,5 +1,6 @@
 """The JSONL checks of `batchbus submit`: Tasks, bare Messages API bodies, and every bad line
-named at once (JSON, intake's validation, the model catalog, ids used twice, sizes)."""
+named at once (JSON, intake's validation, the model catalog, ids used twice, sizes: a line
+too large for one message goes by reference, only params over 32 MiB are bad)."""
 
 import json
 import subprocess
@@ -10,15 +11,16 @@ import pytest
 
 from batchbus.cli.loader import (
     LoadError,
+    by_reference,
     check_lines,
     generated_id,
-    headers_size,
     intake_checks,
     load_tasks,
-    oversize,
     published_size,
+    unsendable,
 )
 from batchbus.shared import subjects
+from batchbus.shared.payloads import HEADROOM, MAX_PARAMS_BYTES
 
 BODY = {"model": "claude-sonnet-4-6", "max_tokens": 64,
         "messages": [{"role": "user", "content": "Where is my parcel?"}]}
@@ -139,24 +141,34 @@ def test_an_unreadable_file_is_a_load_error(tmp_path: Path) -> None:
         load_tasks(path)
 
 
-def test_lines_larger_than_max_payload_are_named_with_size_and_limit() -> None:
+def test_lines_larger_than_max_payload_go_by_reference_and_are_not_bad() -> None:
     big = {**BODY, "messages": [{"role": "user", "content": "x" * 5000}]}
     checked = check_lines(lines(TASK, BODY, big), "tasks.jsonl")
+    assert checked.problems == []
     size = checked.lines[2].size
-    # Headers count against max_payload: a payload that fits alone may not fit with them.
-    assert oversize(checked, size + headers_size(), "NATS at nats://h:4222") == []
-    [problem] = oversize(checked, size + headers_size() - 1, "NATS at nats://h:4222")
-    assert problem.line == 3
+    # Headroom is kept for headers: a task closer than that to max_payload goes apart.
+    assert by_reference(checked, size + HEADROOM) == 0
+    assert by_reference(checked, size + HEADROOM - 1) == 1
+    assert unsendable(checked, size + HEADROOM - 1, "NATS at nats://h:4222") == []
+
+
+def test_params_over_32_mib_are_a_bad_line_without_asking_the_server() -> None:
+    huge = {**BODY, "messages": [{"role": "user", "content": "x" * MAX_PARAMS_BYTES}]}
+    checked = check_lines(lines(TASK, huge, BODY), "tasks.jsonl")
+    assert [line.number for line in checked.lines] == [1, 3]
+    [line] = checked.listing()
+    assert line.startswith("tasks.jsonl:2: its params are 33,554,")
+    assert f"over the Messages API's request size limit of {MAX_PARAMS_BYTES:,} bytes" in line
+
+
+def test_a_line_too_large_even_by_reference_names_the_server() -> None:
+    heavy = {**TASK, "task_id": "ticket-2", "metadata": {"notes": "n" * 5000}}
+    checked = check_lines(lines(TASK, heavy), "tasks.jsonl")
+    [problem] = unsendable(checked, 4000 + HEADROOM, "NATS at nats://h:4222")
     [line] = checked.listing([problem])
-    limit = size + headers_size() - 1
-    assert line.startswith(f"tasks.jsonl:3: the task is {size:,} bytes as published, more than "
-                           f"NATS at nats://h:4222 accepts: its max_payload is {limit:,} bytes")
-    assert "not supported yet" in line and "raise max_payload" in line
-
-
-def test_headers_size_is_what_nats_py_sends_with_a_jetstream_publish() -> None:
-    # nats-py: "NATS/1.0\r\n" + "Nats-Expected-Stream: <stream>\r\n" + "\r\n"
-    assert headers_size("S") == len("NATS/1.0\r\nNats-Expected-Stream: S\r\n\r\n")
+    assert line.startswith("tasks.jsonl:2: the task is ")
+    assert "even with its params stored apart" in line and "shorten its metadata" in line
+    assert line.endswith("(NATS at nats://h:4222)")
 
 
 def test_intake_checks_import_without_the_services_dependencies() -> None:

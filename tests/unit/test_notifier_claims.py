@@ -21,7 +21,14 @@ from batchbus.services.notifier.results import (
 )
 from batchbus.shared import subjects
 from batchbus.shared.models import AcceptedTask, ManifestEntry, Result, ResultFields
-from batchbus.shared.payloads import HEADROOM, PayloadMissing, Stored, params_name
+from batchbus.shared.payloads import (
+    HEADROOM,
+    PayloadChanged,
+    PayloadMissing,
+    Stored,
+    digest_of,
+    params_name,
+)
 from batchbus.shared.pricing import default_prices
 from batchbus.shared.publishing import result_message
 
@@ -43,12 +50,16 @@ class Bucket:
             raise TimeoutError("no JetStream acknowledgement in time")
         self.puts.append((tenant, name, data))
         self.objects[tenant, name] = data
-        return Stored(name, len(data))
+        return Stored(name, len(data), digest_of(data))
 
-    async def read(self, tenant: str, name: str, limit: int | None = None) -> bytes:
+    async def read(self, tenant: str, name: str, limit: int | None = None,
+                   digest: str | None = None) -> bytes:
         if (tenant, name) not in self.objects:
             raise PayloadMissing(f"object {name!r} is not in payloads_{tenant}")
-        return self.objects[tenant, name]
+        data = self.objects[tenant, name]
+        if digest is not None and digest_of(data) != digest:
+            raise PayloadChanged(f"object {name!r} was replaced")
+        return data
 
     async def delete(self, tenant: str, name: str) -> bool:
         return self.objects.pop((tenant, name), None) is not None
@@ -166,13 +177,14 @@ async def test_a_fallback_stores_the_params_again_on_its_model() -> None:
     old = b'{"model":"claude-opus-5-5","max_tokens":7,"messages":[{"role":"user","content":"\xc3\xa9"}]}'
     bucket.objects["acme", "params.t-1.old"] = old
     refused = task(params_object="params.t-1.old", fallback_model="claude-sonnet-5-5")
-    name = await claims(bucket).fallback_params(refused, "claude-sonnet-5-5")
-    new = bucket.objects["acme", name or ""]
-    assert name == params_name("t-1", new)
+    stored = await claims(bucket).fallback_params(refused, "claude-sonnet-5-5")
+    assert stored is not None
+    new = bucket.objects["acme", stored.name]
+    assert (stored.name, stored.digest) == (params_name("t-1", new), digest_of(new))
     assert json.loads(new) == {**json.loads(old), "model": "claude-sonnet-5-5"}
     assert bucket.objects["acme", "params.t-1.old"] == old  # a replay of the refusal reads it
     # The same bytes again on a replay: the same object, stored once more, nothing new.
-    assert await claims(bucket).fallback_params(refused, "claude-sonnet-5-5") == name
+    assert await claims(bucket).fallback_params(refused, "claude-sonnet-5-5") == stored
     assert await claims(bucket).fallback_params(task(), "m") is None  # inline params
     with pytest.raises(PayloadMissing):
         await claims(bucket).fallback_params(task(params_object="params.t-1.gone"), "m")
@@ -200,14 +212,15 @@ def test_a_fallback_of_stored_params_names_the_new_object() -> None:
     stored = task(params_object="params.t-1.old", fallback_model="claude-sonnet-5-5")
     refused = refused_attempt(1, "msgbatch_1", "claude-opus-5-5",
                               {"category": "cyber", "explanation": None}, None)
-    nxt = fallback_task(stored, refused, "claude-sonnet-5-5", params_object="params.t-1.new")
-    assert (nxt.params, nxt.params_object, nxt.attempt) == (
-        {"model": "claude-sonnet-5-5"}, "params.t-1.new", 2)
+    new = Stored("params.t-1.new", 10, "SHA-256=abc")
+    nxt = fallback_task(stored, refused, "claude-sonnet-5-5", stored=new)
+    assert (nxt.params, nxt.params_object, nxt.params_digest, nxt.attempt) == (
+        {"model": "claude-sonnet-5-5"}, "params.t-1.new", "SHA-256=abc", 2)
     # Forgetting to store them again would send the refusing model's params once more.
     with pytest.raises(ValueError, match="new object"):
         fallback_task(stored, refused, "claude-sonnet-5-5")
     with pytest.raises(ValueError, match="new object"):
-        fallback_task(task(), refused, "claude-sonnet-5-5", params_object="params.t-1.new")
+        fallback_task(task(), refused, "claude-sonnet-5-5", stored=new)
 
 
 def test_a_retried_task_keeps_its_stored_params() -> None:
