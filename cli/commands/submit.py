@@ -172,7 +172,8 @@ async def follow(nc: Client, tenant: str, tasks: list[Task], console: Console) -
 
 def print_summary(console: Console, tenant: str, file: Path, tally: Tally) -> None:
     total = tally.total
-    console.print(f"\nbatchbus submit — {tally.count} tasks of tenant {tenant} from {escape(file.name)}")
+    console.print(f"\nbatchbus submit — {plural(tally.count, 'task')} of tenant {tenant} from "
+                  f"{escape(file.name)}")
     console.print("  by status      " + ", ".join(
         f"{status} {n}" for status, n in sorted(tally.statuses.items())))
     if tally.routes:
