@@ -21,7 +21,7 @@ from batchbus.launcher.nats_server import NatsServer, start_nats
 from batchbus.launcher.services import Pipeline
 from batchbus.services.batcher.batching import custom_id
 from batchbus.shared import subjects
-from batchbus.shared.payloads import Payloads, params_name
+from batchbus.shared.payloads import PayloadMissing, Payloads, params_name
 from batchbus.shared.settings import NatsSettings
 from tests.conftest import pipeline_env
 from tests.integration.helpers import MODEL, gather_results, ticket
@@ -167,3 +167,20 @@ async def test_params_replaced_after_intake_checked_them_are_never_sent(
     assert "was replaced after intake checked it" in result.error.message
     sent = {r["custom_id"] for c in emulator.state.creates() for r in c["requests"]}
     assert custom_id(tenant, "swap", 1) not in sent
+
+
+async def test_what_no_one_deletes_goes_with_the_buckets_max_age(
+        small_server: NatsServer, nc: Client, tenant: str) -> None:
+    """NATS_PAYLOADS_MAX_AGE_SECONDS is the bucket's max age: an answer (kept, not deleted)
+    is gone after it. One second here, eight days by default."""
+    payloads = Payloads(nc.jetstream(), ttl=1.0)
+    await payloads.put(tenant, "answer.kept", b'{"content": []}')
+    assert await payloads.read(tenant, "answer.kept") == b'{"content": []}'
+    for _ in range(100):  # the server expires it within a second or two
+        try:
+            await payloads.read(tenant, "answer.kept")
+        except PayloadMissing:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("the object outlived its bucket's max age")
