@@ -164,6 +164,10 @@ ROWS = [
               [(rate("batchbus_budget_reservations_total", "outcome"), "reserve {{outcome}}"),
                (rate("batchbus_budget_settlements_total", "outcome"), "settle {{outcome}}")],
               "ops"),
+        Panel("Payload bytes by service and operation",
+              [(rate("batchbus_payload_bytes_total", "job, operation"), "{{job}} {{operation}}")],
+              "Bps", description="Params and answers too large for one NATS message, in the "
+              "tenants' payload buckets: stored, read back and deleted (docs/payloads.md)."),
         Panel("Webhook deliveries by outcome",
               [(rate("batchbus_webhook_deliveries_total", "outcome"), "{{outcome}}")], "ops",
               description="failed: given up after the last attempt, recorded on "
