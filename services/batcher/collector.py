@@ -27,6 +27,8 @@ from batchbus.shared.runtime import kept_alive
 
 log = logging.getLogger("batchbus.batcher")
 
+IDLE_FETCH = 5.0  # seconds a fetch waits while no task is held
+
 
 class Collector:
     def __init__(self, js: JetStreamContext, submitter: Submitter, cancels: Cancels,
@@ -64,8 +66,13 @@ class Collector:
 
     async def step(self, psub: JetStreamContext.PullSubscription) -> bool:
         """One round of fetch, flush, keep-alive; False when the subscription must be renewed."""
-        left = self.pending.time_left(monotonic())
-        timeout = 1.0 if left is None else min(1.0, max(0.01, left))
+        now = monotonic()
+        left = self.pending.time_left(now)
+        # A fetch returns as soon as a message comes: waiting longer while nothing is held
+        # only makes an idle batcher look up less often, and recovery still runs on time.
+        recovery = self.last_recovery + self.settings.recovery_interval_seconds - now
+        timeout = min(IDLE_FETCH, recovery) if left is None else min(1.0, left)
+        timeout = max(0.01, timeout)
         self.fetched_at = monotonic()
         msgs = await consumer.fetch(psub, self.settings.fetch_batch, timeout)
         if not self.ownership.owned_since(self.fetched_at):
