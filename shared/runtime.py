@@ -23,7 +23,9 @@ log = logging.getLogger("batchbus")
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Msg], Awaitable[None]]
 BatchHandler = Callable[[list[Msg]], Awaitable[None]]
-FETCH_TIMEOUT = 1.0  # seconds a fetch waits for the first message: how often a loop looks up
+# Seconds a fetch waits for the first message: how often an idle loop looks up (one comes
+# back at once). Each look is two requests to the server, the idle cost of every consumer.
+FETCH_TIMEOUT = 5.0
 
 
 async def readable(msg: Msg, model: type[M], what: str) -> M | None:
