@@ -38,6 +38,12 @@ class BatchRecords:
         self._listed: tuple[int, list[BatchRecord]] | None = None  # last seq, live records
         self._reconnects = 0
 
+    @property
+    def version(self) -> int | None:
+        """The bucket's last sequence as of the last listing (`all`): the same version, the
+        same records."""
+        return None if self._listed is None else self._listed[0]
+
     async def read(self, key: str) -> tuple[BatchRecord, int] | None:
         """The record and its revision, or None if it was never written or is deleted."""
         try:
