@@ -41,6 +41,12 @@ BENCH_RUNS ?= 3
 bench: install
 	$(BIN)/python -m bench.report --runs $(BENCH_RUNS)
 
+# 30 simulated days at 20,000 tasks a day (bench/soak.py): day 1 against day 30, about 13
+# minutes; docs/benchmarks.md has the figures.
+.PHONY: soak
+soak: install
+	$(BIN)/python -m bench.soak
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy -p batchbus

@@ -2,6 +2,7 @@
 manifests in the object store `batch_manifests`, kept together in one place."""
 
 import asyncio
+import base64
 import logging
 from collections.abc import Callable
 
@@ -18,10 +19,12 @@ log = logging.getLogger("batchbus.records")
 Change = Callable[[BatchRecord], BatchRecord | None]
 
 KV_STREAM = f"KV_{subjects.KV_BATCHES}"
+MANIFESTS_STREAM = f"OBJ_{subjects.OBJ_MANIFESTS}"
 KV_SUBJECTS = f"$KV.{subjects.KV_BATCHES}."
 # A retired record leaves a marker that the server removes after a day (a purge marker with
-# a message TTL): far past any redelivery, recovery or stale intent that could look for it,
-# and the bucket's subjects stop growing with every batch ever retired.
+# a message TTL, NATS_RETIRED_MARKER_TTL_SECONDS): far past any redelivery, recovery or stale
+# intent that could look for it, and the bucket's subjects stop growing with every batch
+# ever retired.
 RETIRED_MARKER_TTL = 24 * 3600.0
 
 
@@ -147,7 +150,13 @@ class BatchRecords:
                 for row in (result.data or b"").splitlines() if row}
 
     async def _delete_manifest(self, key: str) -> None:
+        """Deletes the manifest, and then the marker nats-py's delete leaves in its place: the
+        object store keeps no max age, so each marker would stay for ever (one per batch ever
+        made). Only the record's retirement reads a manifest's absence, and it is gone."""
         try:
             await self.manifests.delete(key)
         except NotFoundError:
             pass
+        meta = base64.urlsafe_b64encode(key.encode()).decode()
+        await self.js.purge_stream(MANIFESTS_STREAM,
+                                   subject=f"$O.{subjects.OBJ_MANIFESTS}.M.{meta}")

@@ -18,6 +18,9 @@ class NatsSettings(BaseSettings):
     # the accepted task that names its params, and past its Result's retention. A task's
     # params go sooner, once its final result is stored.
     payloads_max_age_seconds: float = 8 * 24 * 3600
+    # A retired batch record leaves a marker this long (shared/records.py): far past any
+    # redelivery or recovery that could look for it.
+    retired_marker_ttl_seconds: float = Field(24 * 3600, ge=1)
     replicas: int = Field(1, ge=1, le=5)
     # A service that cannot reach NATS for this long at start exits (non-zero, saying so).
     connect_timeout_seconds: float = Field(60.0, gt=0)

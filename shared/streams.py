@@ -7,7 +7,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from batchbus.shared import subjects
-from batchbus.shared.records import RETIRED_MARKER_TTL, BatchRecords
+from batchbus.shared.records import BatchRecords
 from batchbus.shared.settings import NatsSettings
 
 DAY = 24 * 3600.0
@@ -73,7 +73,7 @@ async def batch_records(js: JetStreamContext, settings: NatsSettings) -> BatchRe
     kv = await batches_bucket(js, settings)
     ttl_allowed = (await js.stream_info(subjects.kv_stream(subjects.KV_BATCHES))).config.allow_msg_ttl
     return BatchRecords(js, kv, await manifests_store(js, settings),
-                        RETIRED_MARKER_TTL if ttl_allowed else None)
+                        settings.retired_marker_ttl_seconds if ttl_allowed else None)
 
 
 async def batch_ids_bucket(js: JetStreamContext, settings: NatsSettings) -> KeyValue:

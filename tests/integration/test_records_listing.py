@@ -15,7 +15,13 @@ from nats.js import JetStreamContext
 from batchbus.launcher.nats_server import NatsServer, start_nats
 from batchbus.shared import streams
 from batchbus.shared.models import BatchRecord
-from batchbus.shared.records import KV_STREAM, KV_SUBJECTS, RETIRED_MARKER_TTL, BatchRecords
+from batchbus.shared.records import (
+    KV_STREAM,
+    KV_SUBJECTS,
+    MANIFESTS_STREAM,
+    RETIRED_MARKER_TTL,
+    BatchRecords,
+)
 from batchbus.shared.settings import NatsSettings
 
 pytestmark = pytest.mark.nats
@@ -107,6 +113,9 @@ async def test_a_retired_records_marker_expires(own_server: NatsServer, client: 
                          lambda r: r.model_copy(update={"state": "delivered", "acked": True}))
     assert await records.read(retired.intent_id) is None
     assert [r.intent_id for r in await records.all()] == [live.intent_id]
+    # Its manifest went whole, the marker nats-py's delete leaves included.
+    manifests = await js.stream_info(MANIFESTS_STREAM, subjects_filter="$O.>")
+    assert len(manifests.state.subjects or {}) == 2  # the live one's meta and its chunk
     assert await subjects_of(js) == {live.intent_id, retired.intent_id}  # the marker, for now
     for _ in range(100):  # the server expires it within a second or two
         if await subjects_of(js) == {live.intent_id}:
