@@ -171,8 +171,8 @@ class Payloads:
     async def chunks(self, tenant: str, info: ObjectInfo) -> AsyncIterator[bytes]:
         """The object's bytes one chunk at a time, each fetched when the last is taken: a
         reader holds one chunk, never the object. Its digest is checked at the end."""
-        stream = f"OBJ_{subjects.payloads(tenant)}"
-        subject = f"$O.{subjects.payloads(tenant)}.C.{info.nuid}"
+        bucket = subjects.payloads(tenant)
+        stream, subject = subjects.obj_stream(bucket), subjects.obj_chunks(bucket, info.nuid or "")
         digest = hashlib.sha256()
         seq, read = 0, 0
         while read < (info.size or 0):

@@ -2,7 +2,6 @@
 manifests in the object store `batch_manifests`, kept together in one place."""
 
 import asyncio
-import base64
 import logging
 from collections.abc import Callable
 
@@ -19,7 +18,7 @@ log = logging.getLogger("batchbus.records")
 Change = Callable[[BatchRecord], BatchRecord | None]
 
 KV_STREAM = f"KV_{subjects.KV_BATCHES}"
-MANIFESTS_STREAM = f"OBJ_{subjects.OBJ_MANIFESTS}"
+MANIFESTS_STREAM = subjects.obj_stream(subjects.OBJ_MANIFESTS)
 KV_SUBJECTS = f"$KV.{subjects.KV_BATCHES}."
 # A retired record leaves a marker that the server removes after a day (a purge marker with
 # a message TTL, NATS_RETIRED_MARKER_TTL_SECONDS): far past any redelivery, recovery or stale
@@ -150,13 +149,16 @@ class BatchRecords:
                 for row in (result.data or b"").splitlines() if row}
 
     async def _delete_manifest(self, key: str) -> None:
-        """Deletes the manifest, and then the marker nats-py's delete leaves in its place: the
-        object store keeps no max age, so each marker would stay for ever (one per batch ever
-        made). Only the record's retirement reads a manifest's absence, and it is gone."""
+        """Purges the manifest, chunks and description both. nats-py's delete would leave a
+        description marked deleted in its place, and the store keeps no max age: one message
+        per batch ever made, for ever. Only the record's retirement reads a manifest's
+        absence, and the record is gone."""
+        bucket = subjects.OBJ_MANIFESTS
         try:
-            await self.manifests.delete(key)
-        except NotFoundError:
-            pass
-        meta = base64.urlsafe_b64encode(key.encode()).decode()
-        await self.js.purge_stream(MANIFESTS_STREAM,
-                                   subject=f"$O.{subjects.OBJ_MANIFESTS}.M.{meta}")
+            info = await self.manifests.get_info(key)
+        except NotFoundError:  # ObjectNotFoundError included; a deleted one's chunks are gone
+            info = None
+        if info is not None and info.nuid:
+            await self.js.purge_stream(MANIFESTS_STREAM,
+                                       subject=subjects.obj_chunks(bucket, info.nuid))
+        await self.js.purge_stream(MANIFESTS_STREAM, subject=subjects.obj_meta(bucket, key))

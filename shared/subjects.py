@@ -3,6 +3,7 @@
 No other module spells a `batchbus.` subject or a stream name; build them here.
 """
 
+import base64
 import re
 
 TOKEN_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -154,6 +155,21 @@ def kv_subject(bucket: str, key: str) -> str:
 
 def kv_stream(bucket: str) -> str:
     return f"KV_{bucket}"
+
+
+def obj_stream(bucket: str) -> str:
+    """The stream behind an object store bucket."""
+    return f"OBJ_{bucket}"
+
+
+def obj_chunks(bucket: str, nuid: str) -> str:
+    """The subject an object's chunks are stored on (`nuid`: its ObjectInfo's)."""
+    return f"$O.{bucket}.C.{nuid}"
+
+
+def obj_meta(bucket: str, name: str) -> str:
+    """The subject an object's description (ObjectInfo) is stored on."""
+    return f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
 
 
 def accepted_msg_id(tenant: str, task_id: str, attempt: int) -> str:
