@@ -20,21 +20,19 @@ Change = Callable[[BatchRecord], BatchRecord | None]
 KV_STREAM = f"KV_{subjects.KV_BATCHES}"
 MANIFESTS_STREAM = subjects.obj_stream(subjects.OBJ_MANIFESTS)
 KV_SUBJECTS = f"$KV.{subjects.KV_BATCHES}."
-# A retired record leaves a marker that the server removes after a day (a purge marker with
-# a message TTL, NATS_RETIRED_MARKER_TTL_SECONDS): far past any redelivery, recovery or stale
-# intent that could look for it, and the bucket's subjects stop growing with every batch
-# ever retired.
-RETIRED_MARKER_TTL = 24 * 3600.0
 
 
 class BatchRecords:
     def __init__(self, js: JetStreamContext, kv: KeyValue, manifests: ObjectStore,
-                 marker_ttl: float | None = RETIRED_MARKER_TTL) -> None:
+                 marker_ttl: float | None = None) -> None:
         self.js = js
         self.kv = kv
         self.manifests = manifests
-        # None for a bucket without per-message TTLs (allow_msg_ttl, which nats-py sets on
-        # every bucket it creates): its markers stay.
+        # How long a retired record's marker stays (NATS_RETIRED_MARKER_TTL_SECONDS, as
+        # streams.batch_records passes it): long past any redelivery, recovery or stale intent
+        # that could look for it, and then the bucket's subjects stop growing with every batch
+        # ever retired. None (a reader that retires nothing, or a bucket without per-message
+        # TTLs): plain delete markers, which stay.
         self.marker_ttl = marker_ttl
         self._gone: set[str] = set()  # keys seen deleted (see `all`)
         self._listed: tuple[int, list[BatchRecord]] | None = None  # last seq, live records
@@ -128,7 +126,7 @@ class BatchRecords:
         return True
 
     async def _retire(self, key: str) -> None:
-        """Deletes the record, leaving a marker that expires (RETIRED_MARKER_TTL)."""
+        """Deletes the record, leaving a marker that expires after `marker_ttl`."""
         if self.marker_ttl is None:
             await self.kv.delete(key)
         else:

@@ -19,7 +19,6 @@ from batchbus.shared.records import (
     KV_STREAM,
     KV_SUBJECTS,
     MANIFESTS_STREAM,
-    RETIRED_MARKER_TTL,
     BatchRecords,
 )
 from batchbus.shared.settings import NatsSettings
@@ -104,7 +103,8 @@ async def test_a_retired_records_marker_expires(own_server: NatsServer, client: 
     grow with every batch ever retired."""
     js = client.jetstream()
     made = await streams.batch_records(js, NatsSettings(url=own_server.url))
-    assert made.marker_ttl == RETIRED_MARKER_TTL  # the bucket nats-py made allows TTLs
+    # The bucket nats-py made allows message TTLs: the setting applies.
+    assert made.marker_ttl == NatsSettings().retired_marker_ttl_seconds
     records = BatchRecords(js, made.kv, made.manifests, marker_ttl=1.0)
     live, retired = record(), record()
     for r in (live, retired):
