@@ -75,14 +75,20 @@ class Stored:
 
 
 def digest_of(data: bytes) -> str:
-    return "SHA-256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
+    return _stated(hashlib.sha256(data))
+
+
+def _stated(sha: "hashlib._Hash") -> str:
+    """A SHA-256 as the object store states it in an ObjectInfo."""
+    return "SHA-256=" + base64.urlsafe_b64encode(sha.digest()).decode()
 
 
 class Payloads:
     """The payload buckets of every tenant, opened (or created) on first use.
 
     `ttl` is the buckets' max age (NATS_PAYLOADS_MAX_AGE_SECONDS): what no one deletes goes
-    then. Creating a bucket needs the permission to; a tenant's user has it for its own.
+    then. Creating a bucket needs the permission to: a service's user has it, a tenant's
+    (deploy/nats/accounts.conf) has not, and gets PayloadBucketMissing.
     """
 
     def __init__(self, js: JetStreamContext, ttl: float, replicas: int = 1,
@@ -187,8 +193,7 @@ class Payloads:
             digest.update(data)
             self._count("read", len(data))
             yield data
-        stored = (info.digest or "").split("=", 1)[-1]
-        if read != info.size or base64.urlsafe_b64encode(digest.digest()).decode() != stored:
+        if read != info.size or _stated(digest) != info.digest:
             raise PayloadMissing(f"object {info.name!r} of tenant {tenant} changed while read")
 
     async def delete(self, tenant: str, name: str) -> bool:
