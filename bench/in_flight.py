@@ -22,8 +22,8 @@ from nats.aio.msg import Msg
 from batchbus.client import BatchbusClient
 from batchbus.shared import subjects
 from batchbus.shared.models import BatchEvent
-from bench.common import cpu_seconds, emit, peak_rss_mb, stack
-from bench.soak import PROCESSES, pids, rss_mb, scrape, total
+from bench.common import cpu_seconds, emit, peak_rss_mb, rss_mb, stack
+from bench.soak import PROCESSES, pids, scrape, total
 from tests.integration.helpers import ticket
 
 PROCESSING = 6 * 3600.0  # seconds each batch takes in the emulator: longer than the run

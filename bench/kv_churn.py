@@ -12,20 +12,12 @@ import argparse
 import asyncio
 import tempfile
 import time
-from pathlib import Path
 
 import nats
 from nats.js.api import KeyValueConfig
 
 from batchbus.launcher.nats_server import start_nats
-from bench.common import emit
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+from bench.common import emit, rss_mb
 
 
 async def main(rate: int, ttl: float, seconds: float) -> None:

@@ -70,7 +70,7 @@ from batchbus.client import BatchbusClient
 from batchbus.shared import subjects
 from batchbus.shared.models import BatchEvent
 from batchbus.shared.records import KV_STREAM, KV_SUBJECTS
-from bench.common import Stack, emit, stack
+from bench.common import Stack, cpu_seconds, emit, rss_mb, stack
 from tests.integration.helpers import ticket
 
 SCALE = 3600.0  # simulated seconds per real second
@@ -97,12 +97,6 @@ def scaled_env(max_requests: int) -> dict[str, str]:
         "POLLER_MAX_CALLS_PER_MINUTE": str(60 * POLLER_SCALE),
         "BATCHER_MAX_REQUESTS": str(max_requests), "BATCHER_MAX_WAIT_SECONDS": str(MAX_WAIT),
         "BATCHER_RECOVERY_INTERVAL_SECONDS": "1"}
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time the process has used, to the nanosecond (its CPU-time clock: the 10 ms ticks
-    of /proc/<pid>/stat are too coarse for a 15 s idle window)."""
-    return time.clock_gettime_ns((~pid << 3) | 2) / 1e9  # MAKE_PROCESS_CPUCLOCK(pid, SCHED)
 
 
 def machine_busy() -> float:
@@ -141,14 +135,6 @@ def canary_ms(out: Path, start: float, end: float) -> float:
     times = [float(ms) for at, ms in (line.split() for line in out.read_text().splitlines()
                                       if line.count(" ") == 1) if start <= float(at) < end]
     return quantile(times, 0.5)
-
-
-def rss_mb(pid: int) -> float:
-    """The process's resident memory now (VmRSS), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def pids(s: Stack) -> dict[str, int]:

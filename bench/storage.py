@@ -14,7 +14,6 @@ import asyncio
 import shutil
 import tempfile
 import uuid
-from pathlib import Path
 
 import nats
 
@@ -23,7 +22,7 @@ from batchbus.launcher.nats_server import start_nats
 from batchbus.launcher.workload import tickets
 from batchbus.shared import streams, subjects
 from batchbus.shared.settings import NatsSettings
-from bench.common import emit, stack
+from bench.common import emit, rss_mb, stack
 from tests.integration.helpers import gather_results
 
 DAY = 24 * 3600.0
@@ -84,7 +83,7 @@ async def subject_memory() -> dict[str, float]:
         nc = await nats.connect(server.url)
         js = nc.jetstream()
         kv = await streams.task_ids_bucket(js, NatsSettings(url=server.url))
-        before = rss_kib(server.process.pid)
+        before = rss_mb(server.process.pid) * 1024
         pending = []
         for _ in range(KEYS):
             pending.append(kv.put(f"acme.{uuid.uuid4().hex}", b"1"))
@@ -92,7 +91,7 @@ async def subject_memory() -> dict[str, float]:
                 await asyncio.gather(*pending)
                 pending.clear()
         await asyncio.gather(*pending)
-        after = rss_kib(server.process.pid)
+        after = rss_mb(server.process.pid) * 1024
         await nc.close()
     finally:
         server.stop()
@@ -102,13 +101,6 @@ async def subject_memory() -> dict[str, float]:
           f"{per_subject:.0f} bytes a subject; 7 days at 1M tasks a day = "
           f"{per_subject * 7e6 / 1e9:.2f} GB")
     return {"server_bytes_per_subject": per_subject}
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 async def main(tasks: int) -> None:
