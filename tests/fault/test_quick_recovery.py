@@ -5,18 +5,31 @@ stale, and held messages come back after the short ack wait."""
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
 from batchbus.client import BatchbusClient
 from batchbus.emulator.server import EmulatorHandle
 from batchbus.launcher.nats_server import NatsServer
-from batchbus.launcher.services import Pipeline
+from batchbus.launcher.services import Pipeline, Service
 from tests.integration.helpers import assert_submitted_once, gather_results, ticket
 
 pytestmark = [pytest.mark.nats, pytest.mark.fault]
 
 RECOVERY_BOUND = 60.0  # seconds from the restart
+
+
+async def restarted_and_done(service: Service, client: BatchbusClient, tasks: list[Any],
+                             emulator: EmulatorHandle, tenant: str) -> None:
+    """Starts `service` again and checks every task's one result comes within the bound of
+    the restart, each succeeded and submitted once."""
+    service.start()
+    restarted = time.monotonic()
+    results = await gather_results(client, len(tasks), timeout=RECOVERY_BOUND)
+    assert time.monotonic() - restarted < RECOVERY_BOUND
+    assert all(len(r) == 1 and r[0].status == "succeeded" for r in results.values())
+    assert_submitted_once(emulator, tenant, [str(t["task_id"]) for t in tasks])
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +49,7 @@ async def test_a_batcher_killed_after_its_intent_is_settled_within_a_minute(
     async with BatchbusClient(nats_server.url, tenant) as client:
         await client.publish_many(tasks)
         assert await asyncio.to_thread(batcher.wait_exit, 30) == -9  # killed, intent written
-        batcher.start()
-        restarted = time.monotonic()
-        results = await gather_results(client, len(tasks), timeout=RECOVERY_BOUND)
-    assert time.monotonic() - restarted < RECOVERY_BOUND
-    assert all(len(r) == 1 and r[0].status == "succeeded" for r in results.values())
-    assert_submitted_once(emulator, tenant, [str(t["task_id"]) for t in tasks])
+        await restarted_and_done(batcher, client, tasks, emulator, tenant)
 
 
 async def test_a_notifier_killed_mid_delivery_resumes_within_a_minute(
@@ -58,9 +66,4 @@ async def test_a_notifier_killed_mid_delivery_resumes_within_a_minute(
                 if len(seen) >= 100:  # delivering: kill it mid-batch
                     break
         notifier.kill()
-        notifier.start()
-        restarted = time.monotonic()
-        results = await gather_results(client, len(tasks), timeout=RECOVERY_BOUND)
-    assert time.monotonic() - restarted < RECOVERY_BOUND
-    assert all(len(r) == 1 and r[0].status == "succeeded" for r in results.values())
-    assert_submitted_once(emulator, tenant, [str(t["task_id"]) for t in tasks])
+        await restarted_and_done(notifier, client, tasks, emulator, tenant)
